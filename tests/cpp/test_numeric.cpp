@@ -13,6 +13,7 @@
 
 #include "core/numeric.h"
 #include "core/storage.h"
+#include "core/vecmath.h"
 #include "harness.h"
 
 using namespace fusedopt;
@@ -426,6 +427,66 @@ TEST_CASE(max_nan_and_lerp) {
   for (uint32_t i = 0; i < 65536; ++i) hs.push_back(mix32(i));
   std::sort(hs.begin(), hs.end());
   CHECK(std::adjacent_find(hs.begin(), hs.end()) == hs.end());
+}
+
+// ============================== vecmath.h =====================================================
+// exp_d / log_pos_d / pow_pos_d against libm (long double as the truth), exp_f against the
+// correctly rounded float of the true value.
+
+double ulps_d(double got, long double want) {
+  const double w = double(want);
+  const double ulp = std::nextafter(std::fabs(w), INFINITY) - std::fabs(w);
+  return double(std::fabs((long double)got - want) / (long double)ulp);
+}
+double ulps_f(float got, long double want) {
+  const float w = float(want);
+  const float ulp = std::nextafter(std::fabs(w), INFINITY) - std::fabs(w);
+  return double(std::fabs((long double)got - want) / (long double)ulp);
+}
+
+TEST_CASE(vecmath_exp_log_pow_double) {
+  Mismatches me{"exp_d within 2 ulp"}, ml{"log_pos_d within 2 ulp"}, mp{"pow_pos_d within 64 ulp"};
+  uint64_t st = 12345;
+  auto next = [&] {
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    return double(st >> 11) * 0x1.0p-53;
+  };
+  for (int i = 0; i < 200000; ++i) {
+    const double t = -700.0 + 1400.0 * next();
+    ADD(me, ulps_d(exp_d(t), std::exp((long double)t)) <= 2.0, "t=%.17g", t);
+    const double x = std::exp(-700.0 + 1400.0 * next());
+    ADD(ml, std::fabs(log_pos_d(x) - double(std::log((long double)x))) <=
+                2.0 * (std::nextafter(std::fabs(std::log(x)), INFINITY) - std::fabs(std::log(x))) + 1e-300,
+        "x=%.17g", x);
+    const double y = 0.05 + 0.95 * next(), b = std::exp(-40.0 + 80.0 * next());
+    ADD(mp, ulps_d(pow_pos_d(b, y), std::pow((long double)b, (long double)y)) <= 64.0, "b=%.17g y=%.17g", b, y);
+  }
+  CHECK_NO_MISMATCH(me);
+  CHECK_NO_MISMATCH(ml);
+  CHECK_NO_MISMATCH(mp);
+  CHECK_EQ_BITS(exp_d(0.0), 1.0);
+  CHECK(std::isinf(exp_d(800.0)) && exp_d(-800.0) == 0.0 && std::isnan(exp_d(NAN)));
+  CHECK(pow_pos_d(0.0, 0.3) == 0.0 && std::isinf(pow_pos_d(INFINITY, 0.3)) && std::isnan(pow_pos_d(NAN, 0.3)));
+}
+
+TEST_CASE(vecmath_exp_float) {
+  Mismatches m{"exp_f within 2 ulp of the true value"};
+  double worst = 0.0;
+  // every 101st float in [-87, 88] (about 2.6e6 of its 2.6e8 values)
+  for (uint32_t u = 0; u < 0xffffff00u; u += 101) {
+    const float t = fbits(u);
+    if (!(t >= -87.0f && t <= 88.0f)) continue;
+    const double e = ulps_f(exp_f(t), std::exp((long double)t));
+    worst = e > worst ? e : worst;
+    ADD(m, e <= 2.0, "t=%.9g", double(t));
+  }
+  std::printf("    exp_f worst error %.3f ulp\n", worst);
+  CHECK_NO_MISMATCH(m);
+  CHECK_EQ_BITS(exp_f(0.0f), 1.0f);
+  CHECK(std::isinf(exp_f(89.0f)) && exp_f(-88.0f) == 0.0f && std::isnan(exp_f(NAN)));
+  CHECK(exp_f(-INFINITY) == 0.0f && std::isinf(exp_f(INFINITY)));
+  CHECK_EQ_BITS(exp_t<double>(1.0), exp_d(1.0));
+  CHECK_EQ_BITS(exp_t<float>(1.0f), exp_f(1.0f));
 }
 
 }  // namespace

@@ -5,7 +5,8 @@
 //   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 //   xi = 1/(1 + exp(-|g_prev - g|))  (in [0.5, 1); step 1: g_prev = 0, xi = sigmoid(|g_1|));  g_prev = g;
 //   p -= lr*sqrt(bc2)/bc1 * (m*xi) / (sqrt(v) + eps)                                    (E2)
-// exp is computed in double (core/vecmath.h) and rounded once to the element type.
+// exp is core/vecmath.h's exp_t: float arithmetic for float elements (within ~2 ulp; xi only scales
+// the step, never a state), double for double elements.
 //
 // hyper: [beta1, beta2, eps, weight_decay]
 // states: s0 = exp_avg, s1 = exp_avg_sq, s2 = previous_grad
@@ -51,7 +52,7 @@ struct DiffGrad {
     T denom = fo_sqrt(v) + c.eps;
     T d = s[2] - g;
     d = d < T(0) ? -d : d;
-    T e = T(exp_d(-double(d)));
+    T e = exp_t<T>(-d);
     T xi = T(1) / (T(1) + e);
     s[0] = m;
     s[1] = v;
