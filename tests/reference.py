@@ -271,9 +271,13 @@ def signsgd(p, g, st, t, *, lr, betas, eps, weight_decay, use_bias_correction=Fa
     g = -g if maximize else g.clone()
     g = g + weight_decay * p
     m = b1 * st["exp_avg"] + (1 - b1) * g
-    v = b2 * st["exp_avg_sq"] + (1 - b2) * m * m  # the squared momentum
+    if "exp_avg_sq" in st:
+        v = b2 * st["exp_avg_sq"] + (1 - b2) * m * m  # the squared momentum
+        st["exp_avg_sq"].copy_(v)
+    else:  # fusedopt keeps no v at beta2 = 0
+        assert b2 == 0
+        v = m * m
     st["exp_avg"].copy_(m)
-    st["exp_avg_sq"].copy_(v)
     bc1, bc2 = (1 - b1 ** t, 1 - b2 ** t) if use_bias_correction else (1.0, 1.0)
     p.sub_(lr * (m / bc1) / ((v / bc2).sqrt() + eps))
 

@@ -304,7 +304,7 @@ SPECS += [
              [{}, {"use_bias_correction": True}, {"weight_decay": 0.1, "maximize": True, "eps": 1e-3},
               {"betas": (0.5, 0.0), "eps": 1e-3},  # near-signum, smooth
               {"betas": (0.9, 0.98), "eps": 1e-4, "weight_decay": 0.1, "use_bias_correction": True}],
-             state_keys=lambda o: ["exp_avg", "exp_avg_sq"],
+             state_keys=lambda o: ["exp_avg"] + (["exp_avg_sq"] if o.get("betas", (0.9, 0.999))[1] != 0 else []),
              defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)),
 ]
 

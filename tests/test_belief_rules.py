@@ -12,6 +12,8 @@ import torch
 
 import fusedopt
 
+from . import reference as ref
+
 
 def _run(opt_cls, grads, p0=None, dtype=torch.float64, **kw):
     """Steps a one-tensor optimizer through `grads`; returns (param after each step, optimizer, param)."""
@@ -252,9 +254,31 @@ def test_signsgd_signum_settings_match_pytorch_optimizer(opts):
         theirs.step()
         for p, q in zip(ps, qs):
             assert_mostly_close(p.detach(), q.detach(), msg=f"step {t}", rtol=4e-6, atol=2e-7)
-            for k in ("exp_avg", "exp_avg_sq"):
-                assert_mostly_close(ours.state[p][k], theirs.state[q][k], msg=f"step {t} {k}", rtol=4e-6,
-                                    atol=1e-7)
+            # beta2 = 0: exp_avg_sq is not kept (it would be exp_avg**2)
+            assert "exp_avg_sq" not in ours.state[p]
+            assert_mostly_close(ours.state[p]["exp_avg"], theirs.state[q]["exp_avg"], msg=f"step {t} exp_avg",
+                                rtol=4e-6, atol=1e-7)
+
+
+def test_signsgd_switch_from_beta2_zero_starts_v_at_m_squared():
+    """Steps with beta2 = 0 keep no v; switching the group to beta2 > 0 starts v at m**2 (the reference's
+    value), so the run equals the float64 reference that kept v all along."""
+    grads = _grads(8, size=300, seed=5)
+    p = torch.zeros(300, dtype=torch.float64, requires_grad=True)
+    opt = fusedopt.SignSGD([p], lr=1e-2, betas=(0.9, 0.0), eps=1e-3)
+    q = torch.zeros(300, dtype=torch.float64)
+    st = ref.init_state(["exp_avg", "exp_avg_sq"], q)
+    for t, g in enumerate(grads, 1):
+        if t == 4:
+            opt.param_groups[0]["betas"] = (0.9, 0.5)
+        b2 = 0.0 if t < 4 else 0.5
+        p.grad = g.clone()
+        opt.step()
+        ref.signsgd(q, g, st, t, lr=1e-2, betas=(0.9, b2), eps=1e-3, weight_decay=0.0)
+        assert ("exp_avg_sq" in opt.state[p]) == (t >= 4)
+        torch.testing.assert_close(p.detach(), q, rtol=1e-12, atol=1e-14)
+        if t >= 4:
+            torch.testing.assert_close(opt.state[p]["exp_avg_sq"], st["exp_avg_sq"], rtol=1e-12, atol=1e-16)
 
 
 @pytest.mark.parametrize("name,cls,kw,nstates", [

@@ -224,9 +224,13 @@ def padam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *,
 def signsgd(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr: LR = 1e-3, beta1: float = 0.9,
             beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0, use_bias_correction: bool = False,
             maximize: bool = False, **kw) -> None:
-    """Generalized signSGD's update (v tracks m^2; see fusedopt.SignSGD)."""
+    """Generalized signSGD's update (v tracks m^2; see fusedopt.SignSGD). With beta2 == 0, exp_avg_sqs may
+    be an empty list: v is then not kept (it would be m^2)."""
+    flags = (1 << RULE_FLAG_SHIFT) if use_bias_correction else 0
+    if beta2 == 0.0 and len(exp_avg_sqs) == 0:
+        flags |= 1 << VARIANT_SHIFT
     apply("signsgd", params, grads, [exp_avgs, exp_avg_sqs], state_steps, hyper=[beta1, beta2, eps, weight_decay],
-          lr=lr, flags=(1 << RULE_FLAG_SHIFT) if use_bias_correction else 0, maximize=maximize, **kw)
+          lr=lr, flags=flags, maximize=maximize, **kw)
 
 
 def pnm(params, grads, pos_momentums, neg_momentums, state_steps, *, lr: LR = 1e-3, beta1: float = 0.9,

@@ -1,7 +1,7 @@
 """Generalized signSGD (Crawshaw et al. 2022), fused (ALGORITHMS.md §9)."""
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT
+from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["SignSGD"]
@@ -21,6 +21,11 @@ class SignSGD(FusedOptimizer):
     with m == 0 gets NaN, as in the reference); ``betas=(0.0, 0.0), eps=0.0`` is plain signSGD
     (lr*sign(g)); b2 -> 1 approaches an Adam-like rule on the momentum.
 
+    With ``betas[1] == 0`` the state ``exp_avg_sq`` is not kept: it would equal ``exp_avg**2`` after
+    every step, and the kernel squares the momentum instead (same result, one buffer less to store and
+    move). A group switched later to ``betas[1] > 0`` starts ``exp_avg_sq`` at ``exp_avg**2``, the value
+    the reference holds.
+
     fusedopt extras (keyword-only): ``maximize``, ``state_dtype``, ``param_rounding``;
     ``foreach`` / ``capturable`` accepted, ``fused=False`` and ``differentiable=True`` refused.
     """
@@ -39,9 +44,23 @@ class SignSGD(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding)
 
+    def _active_slots(self, group):
+        return (True, float(group["betas"][1]) != 0.0)
+
+    def _ensure_state(self, p, group, slots_on):
+        st = self.state[p]
+        fresh_v = slots_on[1] and "exp_avg_sq" not in st and "exp_avg" in st
+        st = super()._ensure_state(p, group, slots_on)
+        if fresh_v:  # after beta2 = 0 steps the reference's v is m^2
+            st["exp_avg_sq"].copy_(st["exp_avg"] * st["exp_avg"])
+        return st
+
     def _hyper(self, group):
         b1, b2 = group["betas"]
         return [b1, b2, group["eps"], group["weight_decay"]]
 
     def _rule_flags(self, group):
-        return (1 << RULE_FLAG_SHIFT) if group["use_bias_correction"] else 0
+        flags = (1 << RULE_FLAG_SHIFT) if group["use_bias_correction"] else 0
+        if float(group["betas"][1]) == 0.0:
+            flags |= 1 << VARIANT_SHIFT  # no exp_avg_sq (signsgd.h)
+        return flags
