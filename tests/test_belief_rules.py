@@ -307,3 +307,11 @@ def test_functional_matches_optimizer(name, cls, kw, nstates):
     for p, q in zip(ps, qs):
         assert torch.equal(p, q)
     assert all(s.item() == 7 for s in steps)
+
+
+def test_padam_exponent_kind_selects_kernel_variant():
+    """padam.h variant bits 1-2: sqrt/identity for 2*partial in (0.5, 1), two square roots for 0.25, pow
+    otherwise (the values are compared with the equations in test_padam_eps_before_power_and_sqrt_bc2)."""
+    from fusedopt.optim.padam import _exponent_kind
+
+    assert [_exponent_kind(p) for p in (0.25, 0.5, 0.125, 0.3, 0.0625, 1.0)] == [0, 0, 2, 1, 1, 1]

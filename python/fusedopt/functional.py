@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .optim.padam import _exponent_kind as _padam_exponent_kind
 from ._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULE_FLAG_SHIFT, VARIANT_SHIFT, op
 
 __all__ = ["apply", "adam", "adamw", "adamax", "radam", "nadam"]
@@ -215,8 +216,7 @@ def padam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *,
     if not (0.0 < float(partial) <= 1.0):
         raise ValueError(f"fusedopt.functional.padam: invalid partial {partial} (must be in (0, 1])")
     flags = ((1 << VARIANT_SHIFT) if amsgrad else 0) | ((1 << RULE_FLAG_SHIFT) if decoupled_wd else 0)
-    if 2.0 * float(partial) not in (0.5, 1.0):
-        flags |= 2 << VARIANT_SHIFT  # element-wise pow needed (padam.h)
+    flags |= _padam_exponent_kind(float(partial)) << (VARIANT_SHIFT + 1)
     apply("padam", params, grads, [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else []], state_steps,
           hyper=[beta1, beta2, eps, weight_decay, partial], lr=lr, flags=flags, maximize=maximize, **kw)
 

@@ -6,7 +6,8 @@
 // eps is added BEFORE the power (E2 on the raw root, then the partial exponent), and the bias
 // correction is sqrt(bc2), not bc2^partial (the reference's quirk, kept).
 // The power: exponent 0.5 (partial = 1/4, the default) is a sqrt and exponent 1 the identity, as in
-// torch's pow dispatch; others are exp(y*ln x) in double (core/vecmath.h), rounded once.
+// torch's pow dispatch; exponent 0.25 (partial = 1/8, GadamX's setting) is sqrt(sqrt(x)) (within
+// 1 ulp); others are exp(y*ln x) in double (core/vecmath.h), rounded once.
 //
 // hyper: [beta1, beta2, eps, weight_decay, partial]
 // flags: kDecoupled
@@ -20,10 +21,10 @@
 namespace fusedopt::rules {
 
 struct Padam {
-  // variant bit 0: amsgrad; bit 1: a general exponent 2*partial (not 0.5 or 1), which needs the
-  // element-wise pow; without it the denominator is sqrt(base) or base and no pow is evaluated
-  // (the callers set bit 1 from `partial`; a variant without it must not get another exponent)
-  static constexpr int kNumVariants = 4;
+  // variant bit 0: amsgrad; bits 1-2, the exponent 2*partial: 0 = 0.5 or 1 (sqrt(base) or base, a
+  // per-tensor select), 1 = any other (the element-wise pow), 2 = 0.25 (two square roots). The callers
+  // set them from `partial`; kinds 0 and 2 must not get another exponent.
+  static constexpr int kNumVariants = 6;
   static constexpr int kNumHyper = 5;
   enum : int { kDecoupled = 1 };
   FO_HD static constexpr int num_states(int variant) { return (variant & 1) ? 3 : 2; }
@@ -69,8 +70,10 @@ struct Padam {
     }
     T base = fo_sqrt(v) + c.eps;
     T denom;
-    if constexpr ((V & 2) != 0) {
+    if constexpr ((V >> 1) == 1) {
       denom = T(pow_pos_d(double(base), c.expo));
+    } else if constexpr ((V >> 1) == 2) {
+      denom = fo_sqrt(fo_sqrt(base));
     } else {
       denom = bsel(c.expo_half, fo_sqrt(base), base);
     }

@@ -7,6 +7,12 @@ from .base import FusedOptimizer, _check_scalar, check_betas
 __all__ = ["Padam"]
 
 
+def _exponent_kind(partial: float) -> int:
+    """Variant bits 1-2 of padam.h: 0 for exponent 2*partial in (0.5, 1), 2 for 0.25, else 1 (pow)."""
+    e = 2.0 * partial
+    return 0 if e in (0.5, 1.0) else 2 if e == 0.25 else 1
+
+
 class Padam(FusedOptimizer):
     """Padam, fused (diegogranziol/Gadam base_optimizers/padam.py semantics).
 
@@ -54,8 +60,7 @@ class Padam(FusedOptimizer):
 
     def _rule_flags(self, group):
         flags = (1 << VARIANT_SHIFT) if group["amsgrad"] else 0
-        if 2.0 * float(group["partial"]) not in (0.5, 1.0):
-            flags |= 2 << VARIANT_SHIFT  # element-wise pow needed (padam.h)
+        flags |= _exponent_kind(float(group["partial"])) << (VARIANT_SHIFT + 1)
         if group["decoupled_wd"]:
             flags |= 1 << RULE_FLAG_SHIFT
         return flags
