@@ -315,3 +315,27 @@ def test_padam_exponent_kind_selects_kernel_variant():
     from fusedopt.optim.padam import _exponent_kind
 
     assert [_exponent_kind(p) for p in (0.25, 0.5, 0.125, 0.3, 0.0625, 1.0)] == [0, 0, 2, 1, 1, 1]
+
+
+def test_functional_signsgd_without_exp_avg_sq_at_beta2_zero():
+    """functional.signsgd with beta2 = 0 and an empty exp_avg_sqs list runs the variant that keeps no v,
+    and equals the optimizer (which does the same) bit for bit."""
+    from .helpers import clone_params, make_params, set_grads
+
+    ps = make_params(shapes=[(7,), (4097,)])
+    qs = clone_params(ps)
+    opt = fusedopt.SignSGD(ps, lr=1e-2, betas=(0.9, 0.0), eps=1e-3)
+    ms = [torch.zeros_like(q) for q in qs]
+    steps = [torch.zeros(()) for _ in qs]
+    for t in range(1, 6):
+        set_grads([ps, qs], t)
+        opt.step()
+        with torch.no_grad():
+            fusedopt.functional.signsgd(qs, [q.grad for q in qs], ms, [], steps, lr=1e-2, beta1=0.9, beta2=0.0,
+                                        eps=1e-3)
+    for p, q, m in zip(ps, qs, ms):
+        assert torch.equal(p, q)
+        assert torch.equal(opt.state[p]["exp_avg"], m)
+        assert "exp_avg_sq" not in opt.state[p]
+    with pytest.raises(RuntimeError, match="exp_avg_sq"):  # beta2 > 0 needs the list
+        fusedopt.functional.signsgd(qs, [q.grad for q in qs], ms, [], steps, lr=1e-2, beta2=0.5)

@@ -17,6 +17,7 @@
 #include "../core/aux.h"
 #include "../core/config.h"
 #include "../core/launch.h"
+#include "../core/roles.h"
 #include "../core/storage.h"
 
 #ifdef _OPENMP
@@ -33,6 +34,7 @@ struct Item {
 template <class Rule, int V, class T, class PP, class SP>
 struct Engine {
   static constexpr int K = Rule::num_states(V);
+  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/roles.h: loaded, not stored
   static_assert(PP::kTile == 1 && SP::kTile == 1, "tiled (block-wise) storage needs the tile walk of the 8-bit issue");
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<T>;
@@ -46,8 +48,9 @@ struct Engine {
     GP gp = make_plain<GP>(tp.grad);
     // Four named policy objects rather than an array: GCC 12 does not vectorise the loop
     // when the state pointers are re-read from a local array (checked with -fopt-info-vec).
-    const SP sp0 = make_plain<SP>(tp.state[0]);
-    const SP sp1 = make_plain<SP>(K > 1 ? tp.state[1] : tp.state[0]);
+    const bool swap = K > 1 && swap01<Rule>(c);  // core/roles.h: slots 0 and 1 trade lists
+    const SP sp0 = make_plain<SP>(swap ? tp.state[1] : tp.state[0]);
+    const SP sp1 = make_plain<SP>(K > 1 ? (swap ? tp.state[0] : tp.state[1]) : tp.state[0]);
     const SP sp2 = make_plain<SP>(K > 2 ? tp.state[2] : tp.state[0]);
     const SP sp3 = make_plain<SP>(K > 3 ? tp.state[3] : tp.state[0]);
     const int64_t b = it.begin, e = it.end;
@@ -70,10 +73,10 @@ struct Engine {
       if constexpr (K > 3) s[3] = sp3.load(i);
       Rule::template update<V>(p, g, s, c);
       pp.store(i, p);
-      if constexpr (K > 0) sp0.store(i, s[0]);
-      if constexpr (K > 1) sp1.store(i, s[1]);
-      if constexpr (K > 2) sp2.store(i, s[2]);
-      if constexpr (K > 3) sp3.store(i, s[3]);
+      if constexpr (K > 0 && !(kReadOnly & 1u)) sp0.store(i, s[0]);
+      if constexpr (K > 1 && !(kReadOnly & 2u)) sp1.store(i, s[1]);
+      if constexpr (K > 2 && !(kReadOnly & 4u)) sp2.store(i, s[2]);
+      if constexpr (K > 3 && !(kReadOnly & 8u)) sp3.store(i, s[3]);
     }
   }
 

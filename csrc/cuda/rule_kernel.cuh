@@ -18,6 +18,7 @@
 
 #include "../core/aux.h"
 #include "../core/config.h"
+#include "../core/roles.h"
 #include "../core/storage.h"
 #include "mta.cuh"
 
@@ -128,6 +129,7 @@ template <class Rule, int V, class PP, class SP>
 struct RuleStep {
   static constexpr int K = Rule::num_states(V);
   static constexpr int KS = K > 0 ? K : 1;  // array extent (a rule may have no state)
+  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/roles.h: loaded, not stored
   static constexpr bool kComp = UsesComp<PP>::value;
   static constexpr bool kAux = HasAux<Rule>;  // one more address list: the per-tensor aux scalar
   static constexpr int kAuxList = 2 + K + (kComp ? 1 : 0);
@@ -202,7 +204,8 @@ struct RuleStep {
     for (int j = 0; j < kW; ++j) compute(p[j], g[j] * gsign, s, j, c);
     VecIO<PP, kW>::store(P.pp, i0, p);
 #pragma unroll
-    for (int k = 0; k < K; ++k) VecIO<SP, kW>::store(P.sp[k], i0, s[k]);
+    for (int k = 0; k < K; ++k)
+      if (!(kReadOnly & (1u << k))) VecIO<SP, kW>::store(P.sp[k], i0, s[k]);
   }
 
   // Elements begin + first + threadIdx.x + r * blockDim.x (r < kW) below begin + len.
@@ -232,7 +235,8 @@ struct RuleStep {
         compute(p[r], g[r] * gsign, s, r, c);
         P.pp.store(i, p[r]);
 #pragma unroll
-        for (int k = 0; k < K; ++k) P.sp[k].store(i, s[k][r]);
+        for (int k = 0; k < K; ++k)
+          if (!(kReadOnly & (1u << k))) P.sp[k].store(i, s[k][r]);
       }
     }
   }
@@ -256,6 +260,13 @@ struct RuleStep {
     tp.grad = m.addr[1][t];
 #pragma unroll
     for (int k = 0; k < K; ++k) tp.state[k] = m.addr[2 + k][t];
+    if constexpr (K > 1) {
+      if (swap01<Rule>(c)) {  // core/roles.h: slots 0 and 1 trade lists for this tensor and step
+        void* s0 = tp.state[0];
+        tp.state[0] = tp.state[1];
+        tp.state[1] = s0;
+      }
+    }
     if constexpr (kComp) tp.comp = m.addr[2 + K][t];
     tp.step = m.step[t];
     tp.numel = m.numel[t];

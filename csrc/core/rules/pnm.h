@@ -4,8 +4,9 @@
 // Two momentum buffers a (s0) and b (s1). Odd t: (pos, neg) = (a, b); even t: (pos, neg) = (b, a).
 // Only pos is updated: pos = beta1^2*pos + (1-beta1^2)*g, and the step uses
 //   delta = ((1+beta0)*pos - beta0*neg) / sqrt((1+beta0)^2 + beta0^2).
-// The parity of t is a per-tensor scalar (make); update() selects with self() and writes the
-// untouched buffer back unchanged (the engine stores every slot).
+// The parity of t is a per-tensor scalar (make): on even steps the engines swap the two lists
+// (core/roles.h swap01), so update() always updates s[0] = pos and only reads s[1] = neg, which the
+// engines do not store back (read_only_states).
 // Weight decay: decoupled (p *= 1 - lr*wd, before the step; default) or L2 (g += wd*p) with
 // kCoupled. The references add L2 into p.grad in place; we do not touch the grad.
 //
@@ -28,12 +29,15 @@ struct Pnm {
   static constexpr int kNumHyper = 3;
   enum : int { kCoupled = 1 };  // rule runtime flag: L2 instead of decoupled weight decay
   FO_HD static constexpr int num_states(int) { return 2; }
+  static constexpr unsigned read_only_states(int) { return 2u; }  // s1 = neg
 
   template <class T>
   struct Ctx {
     T b1sq, one_minus_b1sq, pos_coef, neg_coef, inv_norm, neg_lr, l2, decay;
     bool odd;
   };
+  template <class T>
+  FO_HD static bool swap01(const Ctx<T>& c) { return !c.odd; }
 
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags) {
@@ -56,12 +60,9 @@ struct Pnm {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     p = p * c.decay;
     g = g + c.l2 * p;  // l2 == 0 unless coupled (exact for finite p)
-    const T a = s[0], b = s[1];
-    T pos = self(c.odd, a, b);
-    const T neg = self(c.odd, b, a);
-    pos = pos * c.b1sq + c.one_minus_b1sq * g;
-    s[0] = self(c.odd, pos, a);
-    s[1] = self(c.odd, b, pos);
+    const T pos = s[0] * c.b1sq + c.one_minus_b1sq * g;
+    const T neg = s[1];
+    s[0] = pos;
     const T delta = (pos * c.pos_coef + c.neg_coef * neg) * c.inv_norm;
     p = p + c.neg_lr * delta;
   }
@@ -72,6 +73,7 @@ struct AdaPnm {
   static constexpr int kNumHyper = 5;
   enum : int { kCoupled = 1 };
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 4 : 3; }
+  static constexpr unsigned read_only_states(int) { return 2u; }  // s1 = neg (as PNM)
 
   template <class T>
   struct Ctx {
@@ -82,6 +84,8 @@ struct AdaPnm {
         wd_factor;  // wd (coupled) or 1 - lr*wd (decoupled)
     int mode;
   };
+  template <class T>
+  FO_HD static bool swap01(const Ctx<T>& c) { return (c.mode & 1) == 0; }
 
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags) {
@@ -105,15 +109,12 @@ struct AdaPnm {
 
   template <int V, class T>
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
-    const bool odd = (c.mode & 1) != 0, coupled = (c.mode & 2) != 0;
+    const bool coupled = (c.mode & 2) != 0;
     p = p * self(coupled, T(1), c.wd_factor);
     g = g + self(coupled, c.wd_factor, T(0)) * p;  // + 0*p unless coupled (exact for finite p)
-    const T a = s[0], b = s[1];
-    T pos = self(odd, a, b);
-    const T neg = self(odd, b, a);
-    pos = pos * c.b1sq + c.one_minus_b1sq * g;
-    s[0] = self(odd, pos, a);
-    s[1] = self(odd, b, pos);
+    const T pos = s[0] * c.b1sq + c.one_minus_b1sq * g;  // slots swapped on even steps (swap01)
+    const T neg = s[1];
+    s[0] = pos;
     T v = s[2] * c.beta2 + c.one_minus_beta2 * g * g;
     s[2] = v;
     if constexpr (V == 1) {
