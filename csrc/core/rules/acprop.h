@@ -35,7 +35,8 @@ struct ACProp {
 
   template <class T>
   struct Ctx {
-    T decay, l2, beta1, w1, beta2, one_minus_beta2, eps, add_eps, bc2_sqrt, neg_adaptive, neg_sgd;
+    MulAddEma<T> ema1, ema2;
+    T decay, l2, eps, add_eps, bc2_sqrt, neg_adaptive, neg_sgd;
     bool adaptive, use_max, num_is_m;
   };
 
@@ -48,10 +49,8 @@ struct ACProp {
     Ctx<T> c;
     c.decay = decoupled ? T(fixed ? 1.0 - wd : 1.0 - lr * wd) : T(1);
     c.l2 = decoupled ? T(0) : T(wd);
-    c.beta1 = T(b1);
-    c.w1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     c.num_is_m = mom;
     const bool first = step <= 1.0;
@@ -82,7 +81,7 @@ struct ACProp {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     p = p * c.decay;
     g = g + c.l2 * p;
-    T m = s[0] * c.beta1 + c.w1 * g;
+    T m = c.ema1(s[0], g);
     T v = s[1] + c.add_eps;  // s_{t-1} + eps, stored (official in-place add)
     T vd = v;
     if constexpr (V == 1) {
@@ -97,7 +96,7 @@ struct ACProp {
     p = bsel(c.adaptive, pa, ps);
     T r = g - m;
     s[0] = m;
-    s[1] = v * c.beta2 + c.one_minus_beta2 * r * r;
+    s[1] = c.ema2.sq(v, r);
   }
 };
 

@@ -18,6 +18,7 @@
 
 #include "../numeric.h"
 #include "../vecmath.h"
+#include "common.h"
 
 namespace fusedopt::rules {
 
@@ -43,7 +44,8 @@ struct AdaBelief {
 
   template <class T>
   struct Ctx {
-    T decay, l2, beta1, w1, beta2, one_minus_beta2, eps, bc2_sqrt, neg_adaptive, neg_sgd;
+    MulAddEma<T> ema1, ema2;
+    T decay, l2, eps, bc2_sqrt, neg_adaptive, neg_sgd;
     bool adaptive, use_max;
   };
 
@@ -55,10 +57,8 @@ struct AdaBelief {
     Ctx<T> c;
     c.decay = decoupled ? T(fixed ? 1.0 - wd : 1.0 - lr * wd) : T(1);
     c.l2 = decoupled ? T(0) : T(wd);
-    c.beta1 = T(b1);
-    c.w1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     const double bc1 = 1.0 - std::pow(b1, step);
     const double bc2 = 1.0 - std::pow(b2, step);
@@ -83,9 +83,9 @@ struct AdaBelief {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     p = p * c.decay;
     g = g + c.l2 * p;
-    T m = s[0] * c.beta1 + c.w1 * g;
+    T m = c.ema1(s[0], g);
     T r = g - m;
-    T v = s[1] * c.beta2 + c.one_minus_beta2 * r * r;
+    T v = c.ema2.sq(s[1], r);
     v = v + c.eps;  // stored: eps accumulates in the state (official semantics)
     s[0] = m;
     s[1] = v;

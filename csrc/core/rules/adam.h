@@ -21,7 +21,8 @@ struct Adam {
   struct Ctx {
     WeightDecay<T> wd;
     Ema<T> ema1;
-    T neg_step_size, bc2_sqrt, beta2, one_minus_beta2, eps;
+    MulAddEma<T> ema2;
+    T neg_step_size, bc2_sqrt, eps;
   };
 
   template <class T>
@@ -34,8 +35,7 @@ struct Adam {
     c.neg_step_size = T(-(lr / bc1));
     c.bc2_sqrt = T(std::sqrt(bc2));
     c.ema1 = Ema<T>::make(b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     c.wd = WeightDecay<T>::make(lr, wd, decoupled);
     return c;
@@ -45,7 +45,7 @@ struct Adam {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     c.wd.apply(p, g);
     T m = c.ema1(s[0], g);
-    T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
+    T v = c.ema2.sq(s[1], g);
     s[0] = m;
     s[1] = v;
     if constexpr (V == 1) {

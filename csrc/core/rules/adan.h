@@ -16,6 +16,7 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "common.h"
 
 namespace fusedopt::rules {
 
@@ -30,8 +31,8 @@ struct Adan {
     // GCC 12 stops vectorising the fp64 loop when Ctx<double> has more members than 11 T + 1 more
     // (not scalarised: checked with -fopt-info-vec), hence one weight-decay factor and both
     // per-tensor switches packed in `mode` (bit 0: first step, bit 1: no_prox)
-    T beta1, one_minus_beta1, beta2, one_minus_beta2, beta3, one_minus_beta3, bc3_sqrt, eps, neg_step_size,
-        neg_step_size_diff, wd_factor;  // wd_factor: 1 - lr*wd (no_prox) or 1 + lr*wd (prox)
+    MulAddEma<T> ema1, ema2, ema3;
+    T bc3_sqrt, eps, neg_step_size, neg_step_size_diff, wd_factor;  // wd_factor: 1 - lr*wd (no_prox) or 1 + lr*wd (prox)
     int mode;
   };
 
@@ -40,12 +41,9 @@ struct Adan {
     const double b1 = h[0], b2 = h[1], b3 = h[2], eps = h[3], wd = h[4];
     const bool no_prox = rflags & kNoProx;
     Ctx<T> c;
-    c.beta1 = T(b1);
-    c.one_minus_beta1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
-    c.beta3 = T(b3);
-    c.one_minus_beta3 = T(1.0 - b3);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
+    c.ema3 = MulAddEma<T>::make(b3);
     c.bc3_sqrt = T(std::sqrt(1.0 - std::pow(b3, step)));
     c.eps = T(eps);
     c.neg_step_size = T(-(lr / (1.0 - std::pow(b1, step))));
@@ -60,10 +58,10 @@ struct Adan {
     const bool first = (c.mode & 1) != 0, no_prox = (c.mode & 2) != 0;
     const T neg_prev = self(first, -g, s[3]);
     const T diff = neg_prev + g;
-    const T m = s[0] * c.beta1 + c.one_minus_beta1 * g;
-    const T d = s[2] * c.beta2 + c.one_minus_beta2 * diff;
-    const T z = diff * c.beta2 + g;
-    const T n = s[1] * c.beta3 + c.one_minus_beta3 * z * z;
+    const T m = c.ema1(s[0], g);
+    const T d = c.ema2(s[2], diff);
+    const T z = diff * c.ema2.beta + g;
+    const T n = c.ema3.sq(s[1], z);
     s[0] = m;
     s[1] = n;
     s[2] = d;

@@ -33,4 +33,15 @@ struct Ema {
   FO_HD T operator()(T m, T g) const { return lerp_torch(m, g, w, one_minus_w, w_small); }
 };
 
+// The authors' codes' moment update `x.mul_(beta).add_(y, alpha=1-beta)` (not torch's lerp):
+// x*beta + (1-beta)*y, and the second-moment form `x.mul_(beta).addcmul_(y, y, value=1-beta)`:
+// x*beta + ((1-beta)*y)*y, in that evaluation order.
+template <class T>
+struct MulAddEma {
+  T beta, w;
+  FO_HD static MulAddEma make(double b) { return {T(b), T(1.0 - b)}; }
+  FO_HD T operator()(T x, T y) const { return x * beta + w * y; }
+  FO_HD T sq(T x, T y) const { return x * beta + w * y * y; }
+};
+
 }  // namespace fusedopt::rules

@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "common.h"
 #include "../vecmath.h"
 
 namespace fusedopt::rules {
@@ -25,7 +26,8 @@ struct DiffGrad {
 
   template <class T>
   struct Ctx {
-    T neg_step_size, beta1, w1, beta2, one_minus_beta2, eps, l2;
+    MulAddEma<T> ema1, ema2;
+    T neg_step_size, eps, l2;
   };
 
   template <class T>
@@ -35,10 +37,8 @@ struct DiffGrad {
     const double bc1 = 1.0 - std::pow(b1, step);
     const double bc2 = 1.0 - std::pow(b2, step);
     c.neg_step_size = T(-(lr * std::sqrt(bc2) / bc1));
-    c.beta1 = T(b1);
-    c.w1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     c.l2 = T(wd);
     return c;
@@ -47,8 +47,8 @@ struct DiffGrad {
   template <int V, class T>
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     g = g + c.l2 * p;
-    T m = s[0] * c.beta1 + c.w1 * g;
-    T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
+    T m = c.ema1(s[0], g);
+    T v = c.ema2.sq(s[1], g);
     T denom = fo_sqrt(v) + c.eps;
     T d = s[2] - g;
     d = d < T(0) ? -d : d;

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "common.h"
 
 namespace fusedopt::rules {
 
@@ -21,17 +22,16 @@ struct Lion {
 
   template <class T>
   struct Ctx {
-    T beta1, one_minus_beta1, beta2, one_minus_beta2, neg_lr, decay;
+    MulAddEma<T> ema1, ema2;  // the interpolation (beta1) and the momentum update (beta2)
+    T neg_lr, decay;
   };
 
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double, int) {
     const double b1 = h[0], b2 = h[1], wd = h[2];
     Ctx<T> c;
-    c.beta1 = T(b1);
-    c.one_minus_beta1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.neg_lr = T(-lr);
     c.decay = T(1.0 - lr * wd);
     return c;
@@ -41,11 +41,11 @@ struct Lion {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     p = p * c.decay;
     const T m = s[0];
-    const T x = m * c.beta1 + c.one_minus_beta1 * g;
+    const T x = c.ema1(m, g);
     T u = self(x > T(0), T(1), T(0)) - self(x < T(0), T(1), T(0));
     u = self(x != x, x, u);  // NaN stays NaN
     p = p + c.neg_lr * u;
-    s[0] = m * c.beta2 + c.one_minus_beta2 * g;
+    s[0] = c.ema2(m, g);
   }
 };
 

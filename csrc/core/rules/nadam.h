@@ -33,7 +33,8 @@ struct NAdam {
   struct Ctx {
     WeightDecay<T> wd;
     Ema<T> ema1;
-    T beta2, one_minus_beta2, bc2, eps, coef_g, coef_m;
+    MulAddEma<T> ema2;
+    T bc2, eps, coef_g, coef_m;
   };
 
   template <class T>
@@ -43,8 +44,7 @@ struct NAdam {
     Ctx<T> c;
     c.wd = WeightDecay<T>::make(lr, wd, decoupled);
     c.ema1 = Ema<T>::make(b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.bc2 = T(1.0 - std::pow(b2, step));
     c.eps = T(eps);
     const double mu_t = mu(h, step);
@@ -58,7 +58,7 @@ struct NAdam {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     c.wd.apply(p, g);
     T m = c.ema1(s[0], g);
-    T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
+    T v = c.ema2.sq(s[1], g);
     s[0] = m;
     s[1] = v;
     T denom = fo_sqrt(v / c.bc2) + c.eps;

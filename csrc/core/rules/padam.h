@@ -16,6 +16,7 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "common.h"
 #include "../vecmath.h"
 
 namespace fusedopt::rules {
@@ -31,7 +32,8 @@ struct Padam {
 
   template <class T>
   struct Ctx {
-    T neg_step_size, decay, l2, beta1, w1, beta2, one_minus_beta2, eps;
+    MulAddEma<T> ema1, ema2;
+    T neg_step_size, decay, l2, eps;
     double expo;
     bool expo_half;
   };
@@ -46,10 +48,8 @@ struct Padam {
     c.neg_step_size = T(-(lr * std::sqrt(bc2) / bc1));
     c.decay = decoupled ? T(1.0 - lr * wd) : T(1);
     c.l2 = decoupled ? T(0) : T(wd);
-    c.beta1 = T(b1);
-    c.w1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     c.expo = partial * 2.0;
     c.expo_half = c.expo == 0.5;
@@ -60,8 +60,8 @@ struct Padam {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     p = p * c.decay;
     g = g + c.l2 * p;
-    T m = s[0] * c.beta1 + c.w1 * g;
-    T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
+    T m = c.ema1(s[0], g);
+    T v = c.ema2.sq(s[1], g);
     s[0] = m;
     s[1] = v;
     if constexpr ((V & 1) != 0) {

@@ -21,6 +21,7 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "common.h"
 
 namespace fusedopt::rules {
 
@@ -33,7 +34,8 @@ struct Pnm {
 
   template <class T>
   struct Ctx {
-    T b1sq, one_minus_b1sq, pos_coef, neg_coef, inv_norm, neg_lr, l2, decay;
+    MulAddEma<T> ema1;  // beta1^2
+    T pos_coef, neg_coef, inv_norm, neg_lr, l2, decay;
     bool odd;
   };
   template <class T>
@@ -44,8 +46,7 @@ struct Pnm {
     const double b1 = h[0], b0 = h[1], wd = h[2];
     const bool coupled = rflags & kCoupled;
     Ctx<T> c;
-    c.b1sq = T(b1 * b1);
-    c.one_minus_b1sq = T(1.0 - b1 * b1);
+    c.ema1 = MulAddEma<T>::make(b1 * b1);
     c.pos_coef = T(1.0 + b0);
     c.neg_coef = T(-b0);
     c.inv_norm = T(1.0 / std::sqrt((1.0 + b0) * (1.0 + b0) + b0 * b0));
@@ -60,7 +61,7 @@ struct Pnm {
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     p = p * c.decay;
     g = g + c.l2 * p;  // l2 == 0 unless coupled (exact for finite p)
-    const T pos = s[0] * c.b1sq + c.one_minus_b1sq * g;
+    const T pos = c.ema1(s[0], g);
     const T neg = s[1];
     s[0] = pos;
     const T delta = (pos * c.pos_coef + c.neg_coef * neg) * c.inv_norm;
@@ -80,7 +81,8 @@ struct AdaPnm {
     // GCC 12 stops vectorising the fp64 loop when Ctx<double> has more members than 11 T + 1 more
     // (not scalarised: checked with -fopt-info-vec), hence one weight-decay factor and both
     // per-tensor switches packed in `mode` (bit 0: odd step, bit 1: coupled)
-    T b1sq, one_minus_b1sq, beta2, one_minus_beta2, pos_coef, neg_coef, inv_norm, neg_step_size, bc2_sqrt, eps,
+    MulAddEma<T> ema1, ema2;  // beta1^2, beta2
+    T pos_coef, neg_coef, inv_norm, neg_step_size, bc2_sqrt, eps,
         wd_factor;  // wd (coupled) or 1 - lr*wd (decoupled)
     int mode;
   };
@@ -92,10 +94,8 @@ struct AdaPnm {
     const double b1 = h[0], b2 = h[1], b0 = h[2], eps = h[3], wd = h[4];
     const bool coupled = rflags & kCoupled;
     Ctx<T> c;
-    c.b1sq = T(b1 * b1);
-    c.one_minus_b1sq = T(1.0 - b1 * b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1 * b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.pos_coef = T(1.0 + b0);
     c.neg_coef = T(-b0);
     c.inv_norm = T(1.0 / std::sqrt((1.0 + b0) * (1.0 + b0) + b0 * b0));
@@ -112,10 +112,10 @@ struct AdaPnm {
     const bool coupled = (c.mode & 2) != 0;
     p = p * self(coupled, T(1), c.wd_factor);
     g = g + self(coupled, c.wd_factor, T(0)) * p;  // + 0*p unless coupled (exact for finite p)
-    const T pos = s[0] * c.b1sq + c.one_minus_b1sq * g;  // slots swapped on even steps (swap01)
+    const T pos = c.ema1(s[0], g);  // slots swapped on even steps (swap01)
     const T neg = s[1];
     s[0] = pos;
-    T v = s[2] * c.beta2 + c.one_minus_beta2 * g * g;
+    T v = c.ema2.sq(s[2], g);
     s[2] = v;
     if constexpr (V == 1) {
       v = max_nan(s[3], v);

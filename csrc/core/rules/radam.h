@@ -27,14 +27,16 @@ struct RAdam {
   template <class T>
   struct Ctx {
     // shared
-    T beta2, one_minus_beta2, eps;
+    MulAddEma<T> ema2;
+    T eps;
     bool rect;
     // torch variant
     WeightDecay<T> wd;
     Ema<T> ema1;
     T bc1, lr, bc2_sqrt, r;
     // official variant
-    T beta1, one_minus_beta1, wdc, cst;
+    MulAddEma<T> ema1_off;
+    T wdc, cst;
     bool rect_off_;
   };
 
@@ -47,8 +49,7 @@ struct RAdam {
     const double bc2 = 1.0 - b2t;
     const double rho_inf = 2.0 / (1.0 - b2) - 1.0;
     const double rho_t = rho_inf - 2.0 * step * b2t / bc2;
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     // torch
     const bool decoupled = rflags & kDecoupled;
@@ -61,8 +62,7 @@ struct RAdam {
     c.r = rect_torch ? T(std::pow((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t), 0.5))
                      : T(1);
     // official
-    c.beta1 = T(b1);
-    c.one_minus_beta1 = T(1.0 - b1);
+    c.ema1_off = MulAddEma<T>::make(b1);
     const bool rect_off = rho_t >= 5.0;
     const bool degenerate = rflags & kDegenerate;
     double step_size = -1.0;
@@ -85,7 +85,7 @@ struct RAdam {
     if constexpr (V == 0) {
       c.wd.apply(p, g);
       T m = c.ema1(s[0], g);
-      T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
+      T v = c.ema2.sq(s[1], g);
       s[0] = m;
       s[1] = v;
       T x = (m / c.bc1) * c.lr;
@@ -93,8 +93,8 @@ struct RAdam {
       x = (x * self(c.rect, adaptive, T(1))) * c.r;
       p = p - x;
     } else {
-      T v = s[1] * c.beta2 + c.one_minus_beta2 * g * g;
-      T m = s[0] * c.beta1 + c.one_minus_beta1 * g;
+      T v = c.ema2.sq(s[1], g);
+      T m = c.ema1_off(s[0], g);
       s[0] = m;
       s[1] = v;
       T q = self(c.rect_off_, m / (fo_sqrt(v) + c.eps), m);

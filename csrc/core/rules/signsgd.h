@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "common.h"
 
 namespace fusedopt::rules {
 
@@ -29,7 +30,8 @@ struct SignSGD {
 
   template <class T>
   struct Ctx {
-    T neg_lr, bc1, bc2, beta1, w1, beta2, one_minus_beta2, eps, l2;
+    MulAddEma<T> ema1, ema2;
+    T neg_lr, bc1, bc2, eps, l2;
   };
 
   template <class T>
@@ -40,10 +42,8 @@ struct SignSGD {
     c.neg_lr = T(-lr);
     c.bc1 = corr ? T(1.0 - std::pow(b1, step)) : T(1);
     c.bc2 = corr ? T(1.0 - std::pow(b2, step)) : T(1);
-    c.beta1 = T(b1);
-    c.w1 = T(1.0 - b1);
-    c.beta2 = T(b2);
-    c.one_minus_beta2 = T(1.0 - b2);
+    c.ema1 = MulAddEma<T>::make(b1);
+    c.ema2 = MulAddEma<T>::make(b2);
     c.eps = T(eps);
     c.l2 = T(wd);
     return c;
@@ -52,12 +52,12 @@ struct SignSGD {
   template <int V, class T>
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c) {
     g = g + c.l2 * p;
-    T m = s[0] * c.beta1 + c.w1 * g;
+    T m = c.ema1(s[0], g);
     T v;
     if constexpr (V == 1) {
       v = m * m;
     } else {
-      v = s[1] * c.beta2 + c.one_minus_beta2 * m * m;
+      v = c.ema2.sq(s[1], m);
       s[1] = v;
     }
     s[0] = m;
