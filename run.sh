@@ -49,6 +49,8 @@ case "$what" in
     "$PY" bench/demo.py "$@"
     ;;
   bench)
+    # DeepSpeed's CPU Adam/Adagrad/Lion (JIT-built C++ ops) are benchmark peers only, never test deps
+    "$PY" -c "import deepspeed" 2>/dev/null || "$PY" -m pip install -q deepspeed || echo "(deepspeed not installed: no DeepSpeed rows)"
     "$PY" bench/bench_step.py "$@"
     ;;
   test)
