@@ -409,3 +409,88 @@ def test_large_tensor_over_2_31_elements():
         torch.testing.assert_close(p[sl].cpu(), expect, rtol=1e-6, atol=0)
         torch.testing.assert_close(opt.state[p]["exp_avg"][sl].cpu(), torch.full((4,), 0.1), rtol=1e-6, atol=0)
     assert float(opt.state[p]["step"]) == 1.0
+
+
+# ---- wrappers: Lookahead and IterateAveraging (fused no-grad ops, device-side counters) -----------------------
+def _wrapped(kind, params, mode="pullback"):
+    inner = fusedopt.SGD(params, lr=0.05, momentum=0.9, capturable=True)
+    if kind == "lookahead":
+        return fusedopt.Lookahead(inner, k=3, alpha=0.6, pullback_momentum=mode)
+    return fusedopt.IterateAveraging(inner, start_step=2, every=2)
+
+
+def _wrapper_state(w, params):
+    key = "slow_param" if isinstance(w, fusedopt.Lookahead) else "param_avg"
+    return [(p.detach().clone(), w.state[p][key].clone(), w.state[p]["step"].clone()) for p in params]
+
+
+@pytest.mark.parametrize("kind,mode", [("lookahead", "none"), ("lookahead", "pullback"), ("lookahead", "reset"),
+                                       ("average", None)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_wrappers_cuda_match_cpu(kind, mode, dtype):
+    init = make_params(dtype=dtype, device="cpu")
+    gp, cp = [p.clone().to(DEV) for p in init], [p.clone() for p in init]
+    g, c = _wrapped(kind, gp, mode), _wrapped(kind, cp, mode)
+    for s in range(STEPS):
+        base = grads_for(SHAPES, s)
+        set_grads(gp, base)
+        set_grads(cp, base)
+        g.step()
+        c.step()
+        for (p1, s1, t1), (p2, s2, t2) in zip(_wrapper_state(g, gp), _wrapper_state(c, cp)):
+            assert s1.dtype == torch.float32 and t1.dtype == torch.float64 and t1.device == p1.device
+            torch.testing.assert_close(p1.cpu().float(), p2.float(), **FP32_TOL)
+            torch.testing.assert_close(s1.cpu(), s2, **FP32_TOL)
+            assert float(t1) == float(t2) == s + 1
+
+
+@pytest.mark.parametrize("kind", ["lookahead", "average"])
+def test_wrappers_found_inf_on_device_skips_everything(kind):
+    params = make_params()
+    w = _wrapped(kind, params)
+    set_grads(params, grads_for(SHAPES, 0))
+    w.step()
+    before = _wrapper_state(w, params)
+    w.found_inf, w.grad_scale = torch.ones((), device=DEV), torch.ones((), device=DEV)
+    set_grads(params, grads_for(SHAPES, 1))
+    w.step()  # step 2 would sync / collect
+    for (p1, s1, t1), (p2, s2, t2) in zip(before, _wrapper_state(w, params)):
+        assert torch.equal(p1, p2) and torch.equal(s1, s2) and torch.equal(t1, t2)
+
+
+@pytest.mark.parametrize("kind", ["lookahead", "average"])
+def test_wrappers_cuda_graph_replay_equals_eager(kind):
+    """The sync / collection decision is made on the device: a captured step replays correctly across
+    sync and non-sync steps."""
+    shapes = [(7,), (4097,), (70000,)]
+    init = make_params(shapes)
+    gp, ep = [p.clone() for p in init], [p.clone() for p in init]
+    gw, ew = _wrapped(kind, gp), _wrapped(kind, ep)
+    static_grads = [torch.zeros_like(p) for p in gp]
+    for p, g in zip(gp, static_grads):
+        p.grad = g
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for s in range(2):
+            base = grads_for(shapes, s)
+            for g, b in zip(static_grads, base):
+                g.copy_(b)
+            set_grads(ep, base)
+            gw.step()
+            ew.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        gw.step()
+    for s in range(2, 10):
+        base = grads_for(shapes, s)
+        for g, b in zip(static_grads, base):
+            g.copy_(b)
+        graph.replay()
+        set_grads(ep, base)
+        ew.step()
+        torch.cuda.synchronize()
+        for a, b in zip(_wrapper_state(gw, gp), _wrapper_state(ew, ep)):
+            for x, y in zip(a, b):
+                assert torch.equal(x, y), f"step {s}"

@@ -17,8 +17,8 @@
 #include "../core/aux.h"
 #include "../core/config.h"
 #include "../core/launch.h"
-#include "../core/roles.h"
 #include "../core/storage.h"
+#include "../core/traits.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -34,10 +34,12 @@ struct Item {
 template <class Rule, int V, class T, class PP, class SP>
 struct Engine {
   static constexpr int K = Rule::num_states(V);
-  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/roles.h: loaded, not stored
+  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
   static_assert(PP::kTile == 1 && SP::kTile == 1, "tiled (block-wise) storage needs the tile walk of the 8-bit issue");
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<T>;
+  static constexpr bool kGrad = reads_grad<Rule>();      // core/traits.h
+  static constexpr bool kStoreP = writes_param<Rule>();
 
   template <bool kScaled>
   static void run_item(const Launch& L, const Item& it, const Ctx c, float scale, T gsign) {
@@ -45,10 +47,10 @@ struct Engine {
     const TensorPtrs& tp = L.tensors[it.t];
     const uint32_t seed = sr_seed(uint32_t(it.t), step_value(L, tp));
     PP pp = ParamMaker<PP>::make(tp, seed);
-    GP gp = make_plain<GP>(tp.grad);
+    GP gp = make_plain<GP>(tp.grad);  // null (never dereferenced) for a rule that reads no grad
     // Four named policy objects rather than an array: GCC 12 does not vectorise the loop
     // when the state pointers are re-read from a local array (checked with -fopt-info-vec).
-    const bool swap = K > 1 && swap01<Rule>(c);  // core/roles.h: slots 0 and 1 trade lists
+    const bool swap = K > 1 && swap01<Rule>(c);  // core/traits.h: slots 0 and 1 trade lists
     const SP sp0 = make_plain<SP>(swap ? tp.state[1] : tp.state[0]);
     const SP sp1 = make_plain<SP>(K > 1 ? (swap ? tp.state[0] : tp.state[1]) : tp.state[0]);
     const SP sp2 = make_plain<SP>(K > 2 ? tp.state[2] : tp.state[0]);
@@ -59,12 +61,15 @@ struct Engine {
     // params, grads and states are distinct tensors).
 #pragma GCC ivdep
     for (int64_t i = b; i < e; ++i) {
-      T g = gp.load(i);
-      if constexpr (kScaled) {
-        g = g / T(scale);
-        gp.store(i, g);  // unscaled grads are written back, as torch's fused kernels do
+      T g = T(0);
+      if constexpr (kGrad) {
+        g = gp.load(i);
+        if constexpr (kScaled) {
+          g = g / T(scale);
+          gp.store(i, g);  // unscaled grads are written back, as torch's fused kernels do
+        }
+        g = g * gsign;
       }
-      g = g * gsign;
       T p = pp.load(i);
       T s[kMaxStates];
       if constexpr (K > 0) s[0] = sp0.load(i);  // a rule variant may keep no state (plain SGD)
@@ -72,7 +77,7 @@ struct Engine {
       if constexpr (K > 2) s[2] = sp2.load(i);
       if constexpr (K > 3) s[3] = sp3.load(i);
       Rule::template update<V>(p, g, s, c);
-      pp.store(i, p);
+      if constexpr (kStoreP) pp.store(i, p);
       if constexpr (K > 0 && !(kReadOnly & 1u)) sp0.store(i, s[0]);
       if constexpr (K > 1 && !(kReadOnly & 2u)) sp1.store(i, s[1]);
       if constexpr (K > 2 && !(kReadOnly & 4u)) sp2.store(i, s[2]);
@@ -108,19 +113,21 @@ struct Engine {
         aux = double(*a);
       }
       ctx[t] = make_ctx<Rule, T>(L.hyper, L.lr, step, rule_flags(L.flags), aux);
+      if (skips<Rule>(ctx[t])) continue;  // nothing to do for this tensor at this step
       nitems += (tp.numel + kChunk - 1) / kChunk;
       total += tp.numel;
     }
     Item* items = static_cast<Item*>(std::malloc(sizeof(Item) * size_t(nitems > 0 ? nitems : 1)));
     int64_t w = 0;
     for (int64_t t = 0; t < n; ++t) {
+      if (skips<Rule>(ctx[t])) continue;
       for (int64_t b = 0; b < L.tensors[t].numel; b += kChunk) {
         int64_t e = b + kChunk < L.tensors[t].numel ? b + kChunk : L.tensors[t].numel;
         items[w++] = Item{t, b, e};
       }
     }
     const T gsign = (L.flags & kFlagMaximize) ? T(-1) : T(1);
-    const bool scaled = L.grad_scale != nullptr;
+    const bool scaled = kGrad && L.grad_scale != nullptr;
     const float scale = scaled ? *L.grad_scale : 1.0f;
     // below ~32K elements a parallel region costs more than it saves
     const int nthreads = total < 32768 ? 1 : (L.nthreads > 0 ? L.nthreads : 1);

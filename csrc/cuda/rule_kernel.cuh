@@ -18,8 +18,8 @@
 
 #include "../core/aux.h"
 #include "../core/config.h"
-#include "../core/roles.h"
 #include "../core/storage.h"
+#include "../core/traits.h"
 #include "mta.cuh"
 
 namespace fusedopt::cuda {
@@ -129,13 +129,15 @@ template <class Rule, int V, class PP, class SP>
 struct RuleStep {
   static constexpr int K = Rule::num_states(V);
   static constexpr int KS = K > 0 ? K : 1;  // array extent (a rule may have no state)
-  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/roles.h: loaded, not stored
+  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
   static constexpr bool kComp = UsesComp<PP>::value;
   static constexpr bool kAux = HasAux<Rule>;  // one more address list: the per-tensor aux scalar
   static constexpr int kAuxList = 2 + K + (kComp ? 1 : 0);
   static constexpr int kDepth = kAuxList + (kAux ? 1 : 0);
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<float>;
+  static constexpr bool kGrad = reads_grad<Rule>();  // core/traits.h: list 1 is null otherwise
+  static constexpr bool kStoreP = writes_param<Rule>();
   // vector width in elements: 16 bytes of the widest list
   // (a comp list is bf16, never wider than the param list)
   static constexpr int kW = int(16 / max3(sizeof(RawOf<PP>), sizeof(RawOf<GP>), sizeof(RawOf<SP>)));
@@ -190,19 +192,19 @@ struct RuleStep {
 
   // kW consecutive elements [i0, i0 + kW), all lists aligned.
   FO_DEV void vec_tile(const Policies& P, int64_t i0, const Ctx& c, bool scaled, float scale, float gsign) const {
-    float g[kW], p[kW], s[KS][kW];
-    VecIO<GP, kW>::load(P.gp, i0, g);
+    float g[kW] = {}, p[kW], s[KS][kW];
+    if constexpr (kGrad) VecIO<GP, kW>::load(P.gp, i0, g);
     VecIO<PP, kW>::load(P.pp, i0, p);
 #pragma unroll
     for (int k = 0; k < K; ++k) VecIO<SP, kW>::load(P.sp[k], i0, s[k]);
-    if (scaled) {
+    if (kGrad && scaled) {
 #pragma unroll
       for (int j = 0; j < kW; ++j) g[j] = g[j] / scale;
       VecIO<GP, kW>::store(P.gp, i0, g);  // unscaled grads are written back, as on the CPU
     }
 #pragma unroll
     for (int j = 0; j < kW; ++j) compute(p[j], g[j] * gsign, s, j, c);
-    VecIO<PP, kW>::store(P.pp, i0, p);
+    if constexpr (kStoreP) VecIO<PP, kW>::store(P.pp, i0, p);
 #pragma unroll
     for (int k = 0; k < K; ++k)
       if (!(kReadOnly & (1u << k))) VecIO<SP, kW>::store(P.sp[k], i0, s[k]);
@@ -211,13 +213,13 @@ struct RuleStep {
   // Elements begin + first + threadIdx.x + r * blockDim.x (r < kW) below begin + len.
   FO_DEV void strided_tile(const Policies& P, int64_t begin, int first, int len, const Ctx& c, bool scaled,
                            float scale, float gsign) const {
-    float g[kW], p[kW], s[KS][kW];
+    float g[kW] = {}, p[kW], s[KS][kW];
 #pragma unroll
     for (int r = 0; r < kW; ++r) {
       const int li = first + int(threadIdx.x) + r * int(blockDim.x);
       if (li < len) {
         const int64_t i = begin + li;
-        g[r] = P.gp.load(i);
+        if constexpr (kGrad) g[r] = P.gp.load(i);
         p[r] = P.pp.load(i);
 #pragma unroll
         for (int k = 0; k < K; ++k) s[k][r] = P.sp[k].load(i);
@@ -228,12 +230,12 @@ struct RuleStep {
       const int li = first + int(threadIdx.x) + r * int(blockDim.x);
       if (li < len) {
         const int64_t i = begin + li;
-        if (scaled) {
+        if (kGrad && scaled) {
           g[r] = g[r] / scale;
           P.gp.store(i, g[r]);
         }
         compute(p[r], g[r] * gsign, s, r, c);
-        P.pp.store(i, p[r]);
+        if constexpr (kStoreP) P.pp.store(i, p[r]);
 #pragma unroll
         for (int k = 0; k < K; ++k)
           if (!(kReadOnly & (1u << k))) P.sp[k].store(i, s[k][r]);
@@ -254,6 +256,7 @@ struct RuleStep {
     double aux = 0.0;  // already advanced by the aux pass (aux_kernel below)
     if constexpr (kAux) aux = double(*static_cast<const float*>(m.addr[kAuxList][t]));
     const Ctx c = make_ctx<Rule, float>(hyper, lr_v, step, rule_flags(flags), aux);
+    if (skips<Rule>(c)) return;  // e.g. a Lookahead step that does not sync: touch nothing
 
     TensorPtrs tp{};
     tp.param = m.addr[0][t];
@@ -261,7 +264,7 @@ struct RuleStep {
 #pragma unroll
     for (int k = 0; k < K; ++k) tp.state[k] = m.addr[2 + k][t];
     if constexpr (K > 1) {
-      if (swap01<Rule>(c)) {  // core/roles.h: slots 0 and 1 trade lists for this tensor and step
+      if (swap01<Rule>(c)) {  // core/traits.h: slots 0 and 1 trade lists for this tensor and step
         void* s0 = tp.state[0];
         tp.state[0] = tp.state[1];
         tp.state[1] = s0;
@@ -280,7 +283,7 @@ struct RuleStep {
     const float scale = scaled ? *grad_scale : 1.0f;
     const float gsign = (flags & kFlagMaximize) ? -1.0f : 1.0f;
 
-    bool vec = VecIO<PP, kW>::aligned(P.pp) && VecIO<GP, kW>::aligned(P.gp);
+    bool vec = VecIO<PP, kW>::aligned(P.pp) && (!kGrad || VecIO<GP, kW>::aligned(P.gp));
 #pragma unroll
     for (int k = 0; k < K; ++k) vec = vec && VecIO<SP, kW>::aligned(P.sp[k]);
 

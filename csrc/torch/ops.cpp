@@ -6,6 +6,8 @@
 //                     Tensor(x!)[] state_steps, Tensor(y!)[] param_comps, *, float[] hyper,
 //                     float lr, Tensor? lr_tensor=None, Tensor? grad_scale=None,
 //                     Tensor? found_inf=None, int flags=0) -> ()
+// A rule that reads no grad (core/traits.h: Lookahead's sync, iterate averaging) has no `grads`
+// list and refuses grad_scale.
 // One boxed kernel serves all rules of a backend: it reads the rule from the op name.
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "../core/rule_table.h"
+#include "../core/traits.h"
 #include "../cpu/api.h"
 #ifdef FUSEDOPT_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -35,6 +38,7 @@ struct RuleInfo {
   int num_variants;
   int (*num_states)(int variant);
   unsigned (*slot_mask)(int variant);  // which named state lists a variant uses (bit k = list k)
+  bool reads_grad;                     // false: no grads list (core/traits.h)
 };
 
 // A rule whose variants use a subset of its named state lists that is not a prefix (RMSprop:
@@ -54,7 +58,7 @@ const RuleInfo kRules[] = {
 #define FO_RULE_INFO(op, Rule, states)                                                        \
   {#op, states, rules::Rule::kNumHyper, rules::Rule::kNumVariants,                           \
    [](int v) { return rules::Rule::num_states(v); },                                          \
-   [](int v) -> unsigned { return slot_mask_of<rules::Rule>(v, 0); }},
+   [](int v) -> unsigned { return slot_mask_of<rules::Rule>(v, 0); }, reads_grad<rules::Rule>()},
     FO_ELEMENTWISE_RULES(FO_RULE_INFO)
 #undef FO_RULE_INFO
 };
@@ -78,7 +82,8 @@ std::vector<std::string> split_names(const char* s) {
 std::string schema_of(const RuleInfo& r) {
   std::ostringstream s;
   const char* alias = "cdefghijklmnop";
-  s << r.op << "_(Tensor(a!)[] params, Tensor(b!)[] grads";
+  s << r.op << "_(Tensor(a!)[] params";
+  if (r.reads_grad) s << ", Tensor(b!)[] grads";
   int k = 0;
   // element states first, then per-tensor scalar states (names marked '@' in the rule table)
   for (const auto& n : split_names(r.states))
@@ -136,11 +141,11 @@ Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   const int ns = count_states(r, false);
   const int na = count_states(r, true);
   TORCH_CHECK(na <= 1, "fusedopt: at most one per-tensor scalar state per rule");
-  const size_t nargs = size_t(2 + ns + na + 2 + 6);
+  const size_t nargs = size_t((r.reads_grad ? 2 : 1) + ns + na + 2 + 6);
   auto it = stack->end() - nargs;
   Args a;
   a.params = (it++)->toTensorVector();
-  a.grads = (it++)->toTensorVector();
+  if (r.reads_grad) a.grads = (it++)->toTensorVector();
   for (int k = 0; k < ns; ++k) a.states.push_back((it++)->toTensorVector());
   if (na) a.aux = (it++)->toTensorVector();
   a.steps = (it++)->toTensorVector();
@@ -167,8 +172,9 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
   const char* op = rule.op;
   const size_t n = a.params.size();
   const int ns = int(a.states.size());
-  TORCH_CHECK(a.grads.size() == n && a.steps.size() == n, "fusedopt.", op, ": params (", n, "), grads (",
-              a.grads.size(), ") and state_steps (", a.steps.size(), ") must have the same length");
+  TORCH_CHECK((!rule.reads_grad || a.grads.size() == n) && a.steps.size() == n, "fusedopt.", op, ": params (", n,
+              "), grads (", a.grads.size(), ") and state_steps (", a.steps.size(), ") must have the same length");
+  TORCH_CHECK(rule.reads_grad || !a.grad_scale, "fusedopt.", op, ": reads no gradients, so grad_scale must be None");
   const int variant = variant_of(a.flags);
   TORCH_CHECK(variant < rule.num_variants, "fusedopt.", op, ": flags select variant ", variant, " but the rule has ",
               rule.num_variants);
@@ -212,7 +218,7 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
   out.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = a.params[i];
-    const at::Tensor& g = a.grads[i];
+    const at::Tensor& g = rule.reads_grad ? a.grads[i] : p;  // no-grad rules: the param stands in for the checks
     TORCH_CHECK(p.layout() == at::kStrided, "fusedopt.", op, ": ", where("params", i), " is not a dense tensor");
     TORCH_CHECK(g.layout() == at::kStrided, "fusedopt.", op, ": ", where("grads", i),
                 " is sparse; dense optimizers cannot take sparse gradients (see torch.optim.SparseAdam)");
@@ -234,7 +240,7 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
                 " has strides ", g.strides(), " but its param has ", p.strides());
     TensorPtrs t{};
     t.param = p.data_ptr();
-    t.grad = g.data_ptr();
+    t.grad = rule.reads_grad ? g.data_ptr() : nullptr;
     t.numel = p.numel();
     for (int j = 0; j < used; ++j) {
       const int k = lists[size_t(j)];

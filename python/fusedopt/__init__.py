@@ -17,12 +17,16 @@ from .optim.diffgrad import DiffGrad
 from .optim.padam import Padam
 from .optim.signsgd import SignSGD
 from .optim.pnm import PNM, AdaPNM, Adan, Lion
+from .wrappers import Gadam, GadamX, IterateAveraging, Lookahead, update_bn
+from .schedules import IALR, InverseSqrtWarmup, LinearWarmup, scale_lr
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
 __all__ += ["SGD", "RMSprop", "Adagrad", "Adadelta"]
 __all__ += ["AdaBelief", "ACProp", "DiffGrad", "Padam", "SignSGD"]
 __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
+__all__ += ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
+__all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
 
 
 def build_info() -> dict:

@@ -48,7 +48,11 @@ RULES = {
     "adapnm": RuleSpec("adapnm", ("exp_avg", "neg_exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
     "adan": RuleSpec("adan", ("exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad")),
     "lion": RuleSpec("lion", ("exp_avg",)),
+    # wrappers' rules: read no grads (the op has no grads list), step counters are float64
+    "lookahead": RuleSpec("lookahead", ("slow_param", "momentum_buffer", "slow_momentum")),
+    "iterate_avg": RuleSpec("iterate_avg", ("param_avg",), (("n_averaged", 0.0),)),
 }
+NO_GRAD_RULES = ("lookahead", "iterate_avg")
 
 # flag bits (csrc/core/config.h)
 FLAG_MAXIMIZE = 1 << 0

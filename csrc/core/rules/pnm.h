@@ -5,7 +5,7 @@
 // Only pos is updated: pos = beta1^2*pos + (1-beta1^2)*g, and the step uses
 //   delta = ((1+beta0)*pos - beta0*neg) / sqrt((1+beta0)^2 + beta0^2).
 // The parity of t is a per-tensor scalar (make): on even steps the engines swap the two lists
-// (core/roles.h swap01), so update() always updates s[0] = pos and only reads s[1] = neg, which the
+// (core/traits.h swap01), so update() always updates s[0] = pos and only reads s[1] = neg, which the
 // engines do not store back (read_only_states).
 // Weight decay: decoupled (p *= 1 - lr*wd, before the step; default) or L2 (g += wd*p) with
 // kCoupled. The references add L2 into p.grad in place; we do not touch the grad.
