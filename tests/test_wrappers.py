@@ -517,9 +517,13 @@ def test_iterate_averaging_bad_arguments(kw, match):
         fusedopt.IterateAveraging(torch.optim.SGD(make(shapes=[(2,)]), lr=0.1), **kw)
 
 
-def test_wrapper_ops_are_in_the_rule_table():
-    from fusedopt._ops import RULES
+def test_op_schemas_agree_with_the_python_rule_table():
+    """_ops.RULES mirrors csrc/core/rule_table.h: state lists in order; no grads list for no-grad rules."""
+    from fusedopt._ops import NO_GRAD_RULES, RULES
 
     assert "lookahead" in RULES and "iterate_avg" in RULES
-    s = str(torch.ops.fusedopt.lookahead_.default._schema)
-    assert "grads" not in s and "slow_params" in s
+    for name, spec in RULES.items():
+        args = [a.name for a in getattr(torch.ops.fusedopt, f"{name}_").default._schema.arguments]
+        want = ["params"] + ([] if name in NO_GRAD_RULES else ["grads"])
+        want += [f"{k}s" for k in spec.slots] + [f"{k}s" for k, _ in spec.scalars] + ["state_steps", "param_comps"]
+        assert args[:len(want)] == want, name
