@@ -20,6 +20,8 @@ struct Launch {
   Dt state_dt;
   ParamMode param_mode;
   bool step_f64;              // step tensors are float64 (torch's default dtype was float64)
+  const float* global_in;     // global reduced values a rule reads (core/reduce.h), else null
+  double* red_workspace;      // CUDA, rules with kRedOut: fp64 device workspace (core/reduce.h)
   int nthreads;               // CPU: threads to use
   void* stream;               // CUDA: cudaStream_t
 };

@@ -20,6 +20,8 @@ struct TensorPtrs {
   void* comp;  // Kahan compensation of a bf16 param, else null
   void* step;  // float32 (or float64) scalar step counter
   void* aux;   // float32 per-tensor scalar state of rules that have one (NAdam's mu_product), else null
+  const float* red_in;  // reduced values of this tensor a rule reads (core/reduce.h), else null
+  float* red_out;       // per-tensor sums a rule produces (core/reduce.h), else null
   int64_t numel;
 };
 

@@ -46,6 +46,9 @@ constexpr bool writes_param() {
 }
 
 template <class Rule, class Ctx>
+concept HasSkip = requires(const Ctx& c) { Rule::skip(c); };
+
+template <class Rule, class Ctx>
 FO_HD bool skips(const Ctx& c) {
   if constexpr (requires { Rule::skip(c); }) {
     return Rule::skip(c);

@@ -2,6 +2,7 @@
 // cpu_kernel() picks the best ISA the running CPU supports, once.
 #pragma once
 #include "../core/launch.h"
+#include "../core/reduce.h"
 
 namespace fusedopt::cpu {
 
@@ -12,6 +13,14 @@ enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 // Kernel of rule `name` (an op name of the rule table) for the chosen ISA; null if unknown.
 Kernel kernel(const char* name);
 Kernel kernel_for(const char* name, Isa isa);
+
+// The reduction engine (core/reduce.h) for the chosen ISA. Results do not depend on the ISA.
+using ReduceKernel = void (*)(const ReduceArgs&);
+using RowColKernel = void (*)(const RowColArgs&);
+ReduceKernel reduce_kernel(Isa isa);
+RowColKernel rowcol_kernel(Isa isa);
+using ClipKernel = void (*)(const ClipArgs&);
+ClipKernel clip_kernel(Isa isa);
 
 Isa active_isa();           // what kernel() uses: best supported, capped by FUSEDOPT_CPU_ISA
 const char* isa_name(Isa);  // "scalar" | "avx2" | "avx512"

@@ -8,19 +8,27 @@
 namespace fusedopt::cpu {
 
 #define FO_DECLARE_KERNEL(op, Rule, states) void op(const Launch&);
+#define FO_DECLARE_REDUCE        \
+  void reduce(const ReduceArgs&); \
+  void row_col(const RowColArgs&); \
+  void clip(const ClipArgs&);
 namespace scalar {
 FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
+FO_DECLARE_REDUCE
 }
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FO_HAVE_X86_ISAS 1
 namespace avx2 {
 FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
+FO_DECLARE_REDUCE
 }
 namespace avx512 {
 FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
+FO_DECLARE_REDUCE
 }
 #endif
 #undef FO_DECLARE_KERNEL
+#undef FO_DECLARE_REDUCE
 
 static Isa detect() {
   Isa best = Isa::Scalar;
@@ -75,6 +83,33 @@ Kernel kernel_for(const char* name, Isa isa) {
 }
 
 Kernel kernel(const char* name) { return kernel_for(name, active_isa()); }
+
+ReduceKernel reduce_kernel(Isa isa) {
+#ifdef FO_HAVE_X86_ISAS
+  if (isa == Isa::Avx512) return &avx512::reduce;
+  if (isa == Isa::Avx2) return &avx2::reduce;
+#endif
+  (void)isa;
+  return &scalar::reduce;
+}
+
+ClipKernel clip_kernel(Isa isa) {
+#ifdef FO_HAVE_X86_ISAS
+  if (isa == Isa::Avx512) return &avx512::clip;
+  if (isa == Isa::Avx2) return &avx2::clip;
+#endif
+  (void)isa;
+  return &scalar::clip;
+}
+
+RowColKernel rowcol_kernel(Isa isa) {
+#ifdef FO_HAVE_X86_ISAS
+  if (isa == Isa::Avx512) return &avx512::row_col;
+  if (isa == Isa::Avx2) return &avx2::row_col;
+#endif
+  (void)isa;
+  return &scalar::row_col;
+}
 
 bool openmp_enabled() {
 #ifdef _OPENMP

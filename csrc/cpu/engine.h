@@ -8,6 +8,11 @@
 //      each thread streams a contiguous run of the flat element space);
 //   4. per item a `#pragma omp simd` loop: load through the storage policies,
 //      rule.update in registers, store through the policies.
+// Rules reading reduced values (core/reduce.h: kGlobalIn / kRedIn) get them in make(); a rule
+// producing per-tensor sums of squares (kRedOut) runs the item in tiles of kOutTile elements: the
+// element loop writes the rule's outputs to a tile buffer, a second loop adds their squares into
+// kLanes fp64 lanes (lane = position in the item mod kLanes); items' partials are folded per tensor
+// in order after the parallel region, so the sums do not depend on the thread count.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -17,6 +22,7 @@
 #include "../core/aux.h"
 #include "../core/config.h"
 #include "../core/launch.h"
+#include "../core/reduce.h"
 #include "../core/storage.h"
 #include "../core/traits.h"
 
@@ -35,6 +41,8 @@ template <class Rule, int V, class T, class PP, class SP>
 struct Engine {
   static constexpr int K = Rule::num_states(V);
   static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
+  static constexpr int KO = red_out_count<Rule>();
+  static constexpr int kOutTile = 512;  // a multiple of kLanes
   static_assert(PP::kTile == 1 && SP::kTile == 1, "tiled (block-wise) storage needs the tile walk of the 8-bit issue");
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<T>;
@@ -42,7 +50,7 @@ struct Engine {
   static constexpr bool kStoreP = writes_param<Rule>();
 
   template <bool kScaled>
-  static void run_item(const Launch& L, const Item& it, const Ctx c, float scale, T gsign) {
+  static void run_item(const Launch& L, const Item& it, const Ctx c, float scale, T gsign, double* part) {
     // c by value: a local copy cannot alias the stores, so its fields stay in registers
     const TensorPtrs& tp = L.tensors[it.t];
     const uint32_t seed = sr_seed(uint32_t(it.t), step_value(L, tp));
@@ -56,6 +64,12 @@ struct Engine {
     const SP sp2 = make_plain<SP>(K > 2 ? tp.state[2] : tp.state[0]);
     const SP sp3 = make_plain<SP>(K > 3 ? tp.state[3] : tp.state[0]);
     const int64_t b = it.begin, e = it.end;
+    if constexpr (KO > 0) {
+      run_item_out<kScaled>(pp, gp, sp0, sp1, sp2, sp3, b, e, c, scale, gsign, part);
+      return;
+    } else {
+      (void)part;
+    }
     // No `omp simd`: it turns the per-element state array below into a per-lane array that
     // GCC 12 cannot vectorise. ivdep says the lists do not overlap (the glue checks dtypes;
     // params, grads and states are distinct tensors).
@@ -85,6 +99,56 @@ struct Engine {
     }
   }
 
+  // The item in tiles, for rules with per-tensor outputs (KO > 0): part[k] = sum of out[k]^2.
+  template <bool kScaled>
+  static void run_item_out(const PP& pp, const GP& gp, const SP& sp0, const SP& sp1, const SP& sp2, const SP& sp3,
+                           int64_t b, int64_t e, const Ctx c, float scale, T gsign, double* part) {
+    static_assert(kGrad && kStoreP && kReadOnly == 0, "per-tensor outputs need an update rule that stores every list");
+    constexpr int KOS = KO > 0 ? KO : 1;
+    double acc[KOS][kLanes];
+    for (int k = 0; k < KO; ++k)
+      for (int j = 0; j < kLanes; ++j) acc[k][j] = 0.0;
+    T buf[KOS][kOutTile];
+    for (int64_t t0 = b; t0 < e; t0 += kOutTile) {
+      const int n = int(e - t0 < kOutTile ? e - t0 : kOutTile);
+#pragma GCC ivdep
+      for (int j = 0; j < n; ++j) {
+        const int64_t i = t0 + j;
+        T g = gp.load(i);
+        if constexpr (kScaled) {
+          g = g / T(scale);
+          gp.store(i, g);
+        }
+        g = g * gsign;
+        T p = pp.load(i);
+        T s[kMaxStates];
+        if constexpr (K > 0) s[0] = sp0.load(i);
+        if constexpr (K > 1) s[1] = sp1.load(i);
+        if constexpr (K > 2) s[2] = sp2.load(i);
+        if constexpr (K > 3) s[3] = sp3.load(i);
+        T out[KOS];
+        Rule::template update<V>(p, g, s, c, out);
+        pp.store(i, p);
+        if constexpr (K > 0) sp0.store(i, s[0]);
+        if constexpr (K > 1) sp1.store(i, s[1]);
+        if constexpr (K > 2) sp2.store(i, s[2]);
+        if constexpr (K > 3) sp3.store(i, s[3]);
+        for (int k = 0; k < KO; ++k) buf[k][j] = out[k];
+      }
+      for (int k = 0; k < KO; ++k) {
+        int j = 0;
+        for (; j + kLanes <= n; j += kLanes)
+          for (int l = 0; l < kLanes; ++l) acc[k][l] += double(buf[k][j + l]) * double(buf[k][j + l]);
+        for (int l = 0; j < n; ++j, ++l) acc[k][l] += double(buf[k][j]) * double(buf[k][j]);
+      }
+    }
+    for (int k = 0; k < KO; ++k) {
+      for (int w = kLanes / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; ++j) acc[k][j] += acc[k][j + w];
+      part[k] = acc[k][0];
+    }
+  }
+
   static double step_value(const Launch& L, const TensorPtrs& tp) {
     return L.step_f64 ? *static_cast<double*>(tp.step) : double(*static_cast<float*>(tp.step));
   }
@@ -101,7 +165,9 @@ struct Engine {
     for (int64_t t = 0; t < n; ++t) {
       const TensorPtrs& tp = L.tensors[t];
       double step;
-      if (L.step_f64) {
+      if constexpr (NoStepBump<Rule>) {
+        step = step_value(L, tp);  // a later pass of a multi-pass rule: the first pass bumped it
+      } else if (L.step_f64) {
         step = (*static_cast<double*>(tp.step) += 1.0);
       } else {
         step = double(*static_cast<float*>(tp.step) += 1.0f);
@@ -112,7 +178,7 @@ struct Engine {
         *a = Rule::advance_aux(L.hyper, step, *a);
         aux = double(*a);
       }
-      ctx[t] = make_ctx<Rule, T>(L.hyper, L.lr, step, rule_flags(L.flags), aux);
+      ctx[t] = make_ctx<Rule, T>(L.hyper, L.lr, step, rule_flags(L.flags), aux, RedIn{L.global_in, tp.red_in});
       if (skips<Rule>(ctx[t])) continue;  // nothing to do for this tensor at this step
       nitems += (tp.numel + kChunk - 1) / kChunk;
       total += tp.numel;
@@ -131,12 +197,27 @@ struct Engine {
     const float scale = scaled ? *L.grad_scale : 1.0f;
     // below ~32K elements a parallel region costs more than it saves
     const int nthreads = total < 32768 ? 1 : (L.nthreads > 0 ? L.nthreads : 1);
+    double* part = KO > 0 ? static_cast<double*>(std::malloc(sizeof(double) * size_t(KO * (nitems > 0 ? nitems : 1))))
+                          : nullptr;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
     for (int64_t i = 0; i < nitems; ++i) {
+      double* pi = KO > 0 ? part + KO * i : nullptr;
       if (scaled)
-        run_item<true>(L, items[i], ctx[items[i].t], scale, gsign);
+        run_item<true>(L, items[i], ctx[items[i].t], scale, gsign, pi);
       else
-        run_item<false>(L, items[i], ctx[items[i].t], scale, gsign);
+        run_item<false>(L, items[i], ctx[items[i].t], scale, gsign, pi);
+    }
+    if constexpr (KO > 0) {  // fold the items' partials of each tensor in order
+      int64_t k = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        double sum[KO];
+        for (int j = 0; j < KO; ++j) sum[j] = 0.0;
+        const int64_t nc = skips<Rule>(ctx[t]) ? 0 : num_chunks(L.tensors[t].numel);  // a skipped tensor has no items
+        for (int64_t c = nc; c > 0; --c, ++k)
+          for (int j = 0; j < KO; ++j) sum[j] += part[KO * k + j];
+        for (int j = 0; j < KO; ++j) L.tensors[t].red_out[j] = float(sum[j]);
+      }
+      std::free(part);
     }
     std::free(items);
     std::free(ctx);

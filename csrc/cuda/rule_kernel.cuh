@@ -13,11 +13,21 @@
 // 16 bytes for the widest list), each thread moves kW consecutive elements per list with one
 // vector load/store; the last len % kW elements of a chunk, and whole chunks of unaligned
 // tensors, go through a strided element loop (kW elements in flight per thread).
+//
+// Reduced values (core/reduce.h): a rule with kGlobalIn reads Launch::global_in and one with kRedIn
+// reads its tensor's red_in (one more address list), both dereferenced on the device when the block
+// builds its ctx (no host copy: capturable). A rule with kRedOut sums out[k]^2 per thread in fp64 in
+// its fixed element order, folds the block by a fixed shared-memory tree and writes the chunk's
+// partial to an fp64 workspace (Launch::red_workspace, one more address list pointing at the
+// tensor's first partial); red_out_kernel then folds each tensor's partials in order into red_out.
+// A rule with kNoStepBump reads the step without bumping it (later pass of a multi-pass rule).
 #pragma once
 #include <type_traits>
+#include <vector>
 
 #include "../core/aux.h"
 #include "../core/config.h"
+#include "../core/reduce.h"
 #include "../core/storage.h"
 #include "../core/traits.h"
 #include "mta.cuh"
@@ -133,10 +143,17 @@ struct RuleStep {
   static constexpr bool kComp = UsesComp<PP>::value;
   static constexpr bool kAux = HasAux<Rule>;  // one more address list: the per-tensor aux scalar
   static constexpr int kAuxList = 2 + K + (kComp ? 1 : 0);
-  static constexpr int kDepth = kAuxList + (kAux ? 1 : 0);
+  static constexpr int KI = red_in_count<Rule>();
+  static constexpr int KO = red_out_count<Rule>();
+  static constexpr int KOS = KO > 0 ? KO : 1;
+  static constexpr int kRedInList = kAuxList + (kAux ? 1 : 0);
+  static constexpr int kRedOutList = kRedInList + (KI > 0 ? 1 : 0);
+  static constexpr int kDepth = kRedOutList + (KO > 0 ? 1 : 0);
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<float>;
   static constexpr bool kGrad = reads_grad<Rule>();  // core/traits.h: list 1 is null otherwise
+  // a skipped tensor's blocks return before writing partials: per-tensor outputs and skip() do not mix
+  static_assert(KO == 0 || !HasSkip<Rule, Ctx>, "a rule with kRedOut cannot have skip()");
   static constexpr bool kStoreP = writes_param<Rule>();
   // vector width in elements: 16 bytes of the widest list
   // (a comp list is bf16, never wider than the param list)
@@ -149,6 +166,7 @@ struct RuleStep {
   const float* lr_ptr;
   const float* grad_scale;
   const float* found_inf;
+  const float* global_in;
   int64_t flags;
   bool step_f64;
 
@@ -159,6 +177,7 @@ struct RuleStep {
     f.lr_ptr = L.lr_ptr;
     f.grad_scale = L.grad_scale;
     f.found_inf = L.found_inf;
+    f.global_in = L.global_in;
     f.flags = L.flags;
     f.step_f64 = L.step_f64;
     return f;
@@ -172,6 +191,8 @@ struct RuleStep {
       for (int k = 0; k < K; ++k) out[2 + k] = tp.state[k];
       if constexpr (kComp) out[2 + K] = tp.comp;
       if constexpr (kAux) out[kAuxList] = tp.aux;
+      if constexpr (KI > 0) out[kRedInList] = const_cast<float*>(tp.red_in);
+      if constexpr (KO > 0) out[kRedOutList] = tp.red_out;  // run() points it at the partials
     }
   };
 
@@ -181,17 +202,26 @@ struct RuleStep {
     SP sp[KS];
   };
 
-  FO_DEV void compute(float& p, float g, float (&s)[KS][kW], int j, const Ctx& c) const {
+  FO_DEV void compute(float& p, float g, float (&s)[KS][kW], int j, const Ctx& c, double* acc) const {
     float sj[kMaxStates];
 #pragma unroll
     for (int k = 0; k < K; ++k) sj[k] = s[k][j];
-    Rule::template update<V>(p, g, sj, c);
+    if constexpr (KO > 0) {
+      float out[KOS];
+      Rule::template update<V>(p, g, sj, c, out);
+#pragma unroll
+      for (int k = 0; k < KO; ++k) acc[k] += double(out[k]) * double(out[k]);
+    } else {
+      (void)acc;
+      Rule::template update<V>(p, g, sj, c);
+    }
 #pragma unroll
     for (int k = 0; k < K; ++k) s[k][j] = sj[k];
   }
 
   // kW consecutive elements [i0, i0 + kW), all lists aligned.
-  FO_DEV void vec_tile(const Policies& P, int64_t i0, const Ctx& c, bool scaled, float scale, float gsign) const {
+  FO_DEV void vec_tile(const Policies& P, int64_t i0, const Ctx& c, bool scaled, float scale, float gsign,
+                       double* acc) const {
     float g[kW] = {}, p[kW], s[KS][kW];
     if constexpr (kGrad) VecIO<GP, kW>::load(P.gp, i0, g);
     VecIO<PP, kW>::load(P.pp, i0, p);
@@ -203,7 +233,7 @@ struct RuleStep {
       VecIO<GP, kW>::store(P.gp, i0, g);  // unscaled grads are written back, as on the CPU
     }
 #pragma unroll
-    for (int j = 0; j < kW; ++j) compute(p[j], g[j] * gsign, s, j, c);
+    for (int j = 0; j < kW; ++j) compute(p[j], g[j] * gsign, s, j, c, acc);
     if constexpr (kStoreP) VecIO<PP, kW>::store(P.pp, i0, p);
 #pragma unroll
     for (int k = 0; k < K; ++k)
@@ -212,7 +242,7 @@ struct RuleStep {
 
   // Elements begin + first + threadIdx.x + r * blockDim.x (r < kW) below begin + len.
   FO_DEV void strided_tile(const Policies& P, int64_t begin, int first, int len, const Ctx& c, bool scaled,
-                           float scale, float gsign) const {
+                           float scale, float gsign, double* acc) const {
     float g[kW] = {}, p[kW], s[KS][kW];
 #pragma unroll
     for (int r = 0; r < kW; ++r) {
@@ -234,7 +264,7 @@ struct RuleStep {
           g[r] = g[r] / scale;
           P.gp.store(i, g[r]);
         }
-        compute(p[r], g[r] * gsign, s, r, c);
+        compute(p[r], g[r] * gsign, s, r, c, acc);
         if constexpr (kStoreP) P.pp.store(i, p[r]);
 #pragma unroll
         for (int k = 0; k < K; ++k)
@@ -255,7 +285,9 @@ struct RuleStep {
     const double lr_v = lr_ptr != nullptr ? double(*lr_ptr) : lr;
     double aux = 0.0;  // already advanced by the aux pass (aux_kernel below)
     if constexpr (kAux) aux = double(*static_cast<const float*>(m.addr[kAuxList][t]));
-    const Ctx c = make_ctx<Rule, float>(hyper, lr_v, step, rule_flags(flags), aux);
+    const float* red_in = nullptr;
+    if constexpr (KI > 0) red_in = static_cast<const float*>(m.addr[kRedInList][t]);
+    const Ctx c = make_ctx<Rule, float>(hyper, lr_v, step, rule_flags(flags), aux, RedIn{global_in, red_in});
     if (skips<Rule>(c)) return;  // e.g. a Lookahead step that does not sync: touch nothing
 
     TensorPtrs tp{};
@@ -287,15 +319,32 @@ struct RuleStep {
 #pragma unroll
     for (int k = 0; k < K; ++k) vec = vec && VecIO<SP, kW>::aligned(P.sp[k]);
 
+    double acc[KOS];
+#pragma unroll
+    for (int k = 0; k < KOS; ++k) acc[k] = 0.0;
     int done = 0;
     if (vec) {
       const int nvec = len / kW;
       for (int v = int(threadIdx.x); v < nvec; v += int(blockDim.x))
-        vec_tile(P, begin + int64_t(v) * kW, c, scaled, scale, gsign);
+        vec_tile(P, begin + int64_t(v) * kW, c, scaled, scale, gsign, acc);
       done = nvec * kW;
     }
     for (int first = done; first < len; first += kW * int(blockDim.x))
-      strided_tile(P, begin, first, len, c, scaled, scale, gsign);
+      strided_tile(P, begin, first, len, c, scaled, scale, gsign, acc);
+    if constexpr (KO > 0) {  // fixed-tree block fold of each output; thread 0 writes the chunk's partials
+      __shared__ double sh[kBlockThreads];
+      double* partial = static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO;
+      for (int k = 0; k < KO; ++k) {
+        sh[threadIdx.x] = acc[k];
+        __syncthreads();
+        for (int w = kBlockThreads / 2; w > 0; w /= 2) {
+          if (int(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+          __syncthreads();
+        }
+        if (threadIdx.x == 0) partial[k] = sh[0];
+        __syncthreads();
+      }
+    }
   }
 };
 
@@ -350,16 +399,75 @@ void advance_aux(const Launch& L, const char* what) {
   }
 }
 
+// ---- per-tensor outputs: fold each tensor's chunk partials in order (rules with kRedOut) ---------------
+constexpr int kRedOutPerLaunch = 128;
+
+struct RedOutArgs {
+  float* out[kRedOutPerLaunch];
+  int64_t base[kRedOutPerLaunch];     // first partial of the tensor (in units of k outputs)
+  int64_t nchunks[kRedOutPerLaunch];
+  const double* partials;
+  const float* found_inf;
+  int n, k;
+};
+static_assert(sizeof(RedOutArgs) <= kArgBytes, "red_out arguments exceed the kernel-argument budget");
+
+__global__ void red_out_kernel(const __grid_constant__ RedOutArgs a) {
+  const int i = int(threadIdx.x);
+  if (i >= a.n) return;
+  if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;  // skipped step: partials were not written
+  for (int j = 0; j < a.k; ++j) {
+    double s = 0.0;
+    for (int64_t c = 0; c < a.nchunks[i]; ++c) s += a.partials[(a.base[i] + c) * a.k + j];
+    a.out[i][j] = float(s);
+  }
+}
+
 // ---- dispatch: param storage x state storage x variant, as dispatch<Rule> of the CPU engine -----
 template <class Rule, int V, class PP, class SP>
 void run(const Launch& L, const char* what) {
   using Fn = RuleStep<Rule, V, PP, SP>;
+  if constexpr (Fn::KO > 0) {
+    if (L.ntensors <= 0) return;
+    if (L.red_workspace == nullptr)
+      throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": missing the reduction workspace");
+    // the metadata's red_out list points at each tensor's first chunk partial
+    std::vector<TensorPtrs> tps(L.tensors, L.tensors + L.ntensors);
+    std::vector<int64_t> base(size_t(L.ntensors));
+    int64_t b = 0;
+    for (int64_t t = 0; t < L.ntensors; ++t) {
+      base[size_t(t)] = b;
+      tps[size_t(t)].red_out = reinterpret_cast<float*>(L.red_workspace + b * Fn::KO);
+      b += num_chunks(L.tensors[t].numel);
+    }
+    Launch L2 = L;
+    L2.tensors = tps.data();
+    if constexpr (!NoStepBump<Rule>) bump_steps(L, what);
+    multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L2, Fn::from(L2), what);
+    cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
+    RedOutArgs a;
+    a.partials = L.red_workspace;
+    a.found_inf = L.found_inf;
+    a.k = Fn::KO;
+    for (int64_t t0 = 0; t0 < L.ntensors; t0 += kRedOutPerLaunch) {
+      const int64_t left = L.ntensors - t0;
+      a.n = int(left < kRedOutPerLaunch ? left : kRedOutPerLaunch);
+      for (int i = 0; i < a.n; ++i) {
+        a.out[i] = L.tensors[t0 + i].red_out;
+        a.base[i] = base[size_t(t0 + i)];
+        a.nchunks[i] = num_chunks(L.tensors[t0 + i].numel);
+      }
+      red_out_kernel<<<1, kRedOutPerLaunch, 0, stream>>>(a);
+      check_launch(what, "per-tensor output kernel launch");
+    }
+    return;
+  }
   if (L.nstates < Fn::K)
     throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": variant " + std::to_string(V) +
                                 " needs " + std::to_string(Fn::K) + " state lists, got " +
                                 std::to_string(L.nstates));
   if (L.ntensors <= 0) return;
-  bump_steps(L, what);
+  if constexpr (!NoStepBump<Rule>) bump_steps(L, what);
   advance_aux<Rule>(L, what);
   multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L, Fn::from(L), what);
 }

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from . import _ops  # noqa: F401  (loads the extension, registers torch.ops.fusedopt.*)
 from . import functional  # noqa: F401
+from . import reduce  # noqa: F401
+from .reduce import clip_grad_norm_, get_total_norm, clip_grads_with_norm_
 from ._C import build_info as _build_info
 from .optim.adam import Adam, Adamax, AdamW
 from .optim.base import FusedOptimizer
@@ -27,6 +29,7 @@ __all__ += ["AdaBelief", "ACProp", "DiffGrad", "Padam", "SignSGD"]
 __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
 __all__ += ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 __all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
+__all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
 
 
 def build_info() -> dict:

@@ -72,3 +72,32 @@ for _name in RULES:
 
 def op(name: str):
     return getattr(torch.ops.fusedopt, f"{name}_")
+
+
+# ---- reduction ops (csrc/torch/reduce_ops.cpp): fake kernels give shapes / dtypes / devices ----
+def _red_out(tensors):
+    dev = tensors[0].device if len(tensors) else torch.device("cpu")
+    dt = torch.float64 if len(tensors) and tensors[0].dtype == torch.float64 else torch.float32
+    return torch.empty(len(tensors), dtype=dt, device=dev), torch.empty((), dtype=dt, device=dev)
+
+
+@torch.library.register_fake("fusedopt::multi_tensor_sumsq")
+def _fake_sumsq(tensors, *, grad_scale=None, threads=0):
+    return _red_out(tensors)
+
+
+@torch.library.register_fake("fusedopt::multi_tensor_norm")
+def _fake_norm(tensors, ord=2.0, *, grad_scale=None, threads=0):
+    return _red_out(tensors)
+
+
+@torch.library.register_fake("fusedopt::row_col_sums")
+def _fake_row_col(tensors, *, add=0.0, square=True, mean=False, threads=0):
+    rows = [torch.empty(t.shape[:-1], dtype=torch.float32, device=t.device) for t in tensors]
+    cols = [torch.empty(t.shape[:-2] + t.shape[-1:], dtype=torch.float32, device=t.device) for t in tensors]
+    return rows, cols
+
+
+@torch.library.register_fake("fusedopt::multi_tensor_clip_")
+def _fake_clip(tensors, total_norm, max_norm, eps=1e-6):
+    return None
