@@ -4,6 +4,7 @@ from __future__ import annotations
 from . import _ops  # noqa: F401  (loads the extension, registers torch.ops.fusedopt.*)
 from . import functional  # noqa: F401
 from . import hessian  # noqa: F401
+from .lanczos_lr import LanczosLR
 from ._C import build_info as _build_info
 from .optim.adam import Adam, Adamax, AdamW
 from .optim.base import FusedOptimizer
@@ -24,7 +25,7 @@ __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build
 __all__ += ["SGD", "RMSprop", "Adagrad", "Adadelta"]
 __all__ += ["AdaBelief", "ACProp", "DiffGrad", "Padam", "SignSGD"]
 __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
-__all__ += ["hessian"]
+__all__ += ["hessian", "LanczosLR"]
 
 
 def build_info() -> dict:
