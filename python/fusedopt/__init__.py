@@ -5,6 +5,7 @@ from . import _ops  # noqa: F401  (loads the extension, registers torch.ops.fuse
 from . import functional  # noqa: F401
 from . import hessian  # noqa: F401
 from .lanczos_lr import LanczosLR
+from .gradinit import gradinit
 from ._C import build_info as _build_info
 from .optim.adam import Adam, Adamax, AdamW
 from .optim.base import FusedOptimizer
@@ -25,7 +26,7 @@ __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build
 __all__ += ["SGD", "RMSprop", "Adagrad", "Adadelta"]
 __all__ += ["AdaBelief", "ACProp", "DiffGrad", "Padam", "SignSGD"]
 __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
-__all__ += ["hessian", "LanczosLR"]
+__all__ += ["hessian", "LanczosLR", "gradinit"]
 
 
 def build_info() -> dict:
