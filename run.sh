@@ -21,11 +21,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 # test oracles (never runtime dependencies of fusedopt): pytorch-optimizer, adabelief-pytorch,
-# bitsandbytes and torchao (8-bit states), transformers (Adafactor), scikit-learn (small real data)
-if ! "$PY" -c "import torch, pytest, ninja, numpy, pytorch_optimizer, adabelief_pytorch, bitsandbytes, torchao, transformers, sklearn" 2>/dev/null; then
+# bitsandbytes and torchao (8-bit states), transformers (Adafactor), scikit-learn (small real data),
+# matplotlib (the plots of examples/)
+if ! "$PY" -c "import torch, pytest, ninja, numpy, pytorch_optimizer, adabelief_pytorch, bitsandbytes, torchao, transformers, sklearn, matplotlib" 2>/dev/null; then
   echo "== installing $TORCH_SPEC, build/test tools and test oracles into $VENV"
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q "$TORCH_SPEC" pytest ninja numpy setuptools wheel pytorch-optimizer adabelief-pytorch bitsandbytes torchao transformers scikit-learn
+  "$PY" -m pip install -q "$TORCH_SPEC" pytest ninja numpy setuptools wheel pytorch-optimizer adabelief-pytorch bitsandbytes torchao transformers scikit-learn matplotlib
 fi
 export PATH="$VENV/bin:$PATH"
 
