@@ -56,7 +56,7 @@ def fmt(x, nd=3):
     return str(x)
 
 
-def stdlib_text(min_chars=200_000):
+def stdlib_text():
     """English text that ships with Python: the docstrings of stdlib modules and their members."""
     import argparse, collections, functools, inspect as insp, itertools, json, pathlib, re, string
     import textwrap, typing, os as _os, subprocess, threading, logging, datetime, decimal, fractions
@@ -73,8 +73,7 @@ def stdlib_text(min_chars=200_000):
             doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isfunction(obj)) else None
             if doc and getattr(obj, "__module__", "") == m.__name__:
                 parts.append(doc)
-    text = "\n\n".join(parts)
-    return text
+    return "\n\n".join(parts)
 
 
 def digits(device="cpu"):

@@ -15,7 +15,6 @@ Writes examples/results/transformer_warmup.md and .png.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -69,7 +68,7 @@ def run(cfg, data, val, vocab, args, seed):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     with torch.no_grad():
         gv = torch.Generator().manual_seed(7)
         ix = torch.randint(0, len(val) - args.ctx - 1, (64,), generator=gv)
