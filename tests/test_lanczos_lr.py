@@ -199,3 +199,27 @@ def test_bad_inputs():
         LanczosLR(ada, q.loss, policy="heavy_ball")
     with pytest.raises(ValueError, match="scalar"):
         LanczosLR(opt, lambda: q.x * 2, k=2).step()
+
+
+def test_gd_on_a_tiny_mlp_matches_the_full_hessian_spectrum():
+    """A real network: k = n Lanczos steps, so L and mu come from the exact spectrum."""
+    from torch import nn
+
+    from tests.test_hessian import full_hessian, tiny_mlp
+
+    model, x, y = tiny_mlp(nb=8)
+    ev = torch.linalg.eigvalsh(full_hessian(model, x, y))
+    L = float(ev.abs().max())
+    mu = float(ev[ev > 1e-3 * L].min())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    n = sum(p.numel() for p in model.parameters())
+    rec = LanczosLR(opt, lambda: nn.functional.cross_entropy(model(x), y), k=n).step()
+    assert rec["L"] == pytest.approx(L, rel=1e-8)
+    assert rec["mu"] == pytest.approx(mu, rel=1e-6)
+    assert opt.param_groups[0]["lr"] == pytest.approx(2 / (L + mu), rel=1e-6)
+    # the same through a batched closure (two equal halves: the same Hessian)
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.1)
+    halves = [(x[:4], y[:4]), (x[4:], y[4:])]
+    rec2 = LanczosLR(opt2, lambda b: nn.functional.cross_entropy(model(b[0]), b[1]), k=n,
+                     batches=halves).step()
+    assert rec2["L"] == pytest.approx(L, rel=1e-8)

@@ -67,6 +67,9 @@ class LanczosLR:
         optimizer: the optimizer whose ``param_groups`` are written.
         loss_fn: closure returning the scalar loss on a fixed curvature batch at the current
             parameters (called again at every estimate). With ``batches``, ``loss_fn(batch)``.
+            It must be deterministic: the HVPs of one estimate must see the same function, so a
+            model with dropout should be in eval mode inside it (BatchNorm in train mode on a
+            fixed batch is deterministic and is what the author's code uses; eval mode also works).
         policy: ``"gd"``, ``"heavy_ball"``, ``"ssgdmn"``, ``"line_search"`` or a callable (see module doc).
         interval: estimate every ``interval`` calls of :meth:`step` (the first call estimates).
         k: Lanczos steps (Krylov dimension).
