@@ -14,7 +14,8 @@ S0, S1 drawn from ``data``):
 The alphas are updated by a scalar Adam ("RescaleAdam" of the reference): the scalar gradient
 d/d alpha_i = <grad_W_i, W_i^0> is clipped to ``[-grad_clip, grad_clip]``; first and second moments
 and step counts are kept separately for constraint and objective steps (the fairseq copy of the
-reference; the CIFAR copy shares the second moment -- a minor difference we document), bias
+reference, which we read; ALGORITHMS.md §20 describes a shared second moment for the CIFAR copy,
+which we could not read -- a minor difference), bias
 corrected by their own step counts; ``alpha <- max(alpha - step, min_scale)`` with ``min_scale``
 for weights (default 0.01) and ``bias_min_scale`` for tensors whose name ends in "bias" (default 0).
 Tensors with zero norm (e.g. zero-initialised biases) cannot be rescaled and are left alone.
@@ -104,7 +105,8 @@ def gradinit(model: nn.Module, data: Iterable, loss_fn: Callable, *, alg: str = 
         min_scale / bias_min_scale: lower bounds of the scales of weights / biases.
         grad_clip: clip of each scalar scale gradient (0 = no clipping).
         normalize_grad: sgd only: probe along g/||g||.
-        seed: seeds the torch RNG for the duration (data shuffling, dropout-free but anything else).
+        seed: seeds the torch RNG for the duration (a shuffling DataLoader's order and anything else
+            drawn from it); the global RNG state is restored afterwards.
         enforce_constraint: after the loop, take constraint steps until the last batch satisfies it.
         return_info: also return a dict with ``scales`` ({param name: alpha}), ``history`` (per
             iteration: kind, gradient norm, loss) and ``constraint_steps``.
