@@ -5,6 +5,9 @@ from . import _ops  # noqa: F401  (loads the extension, registers torch.ops.fuse
 from . import functional  # noqa: F401
 from . import reduce  # noqa: F401
 from .reduce import clip_grad_norm_, get_total_norm, clip_grads_with_norm_
+from . import hessian  # noqa: F401
+from .lanczos_lr import LanczosLR
+from .gradinit import gradinit
 from ._C import build_info as _build_info
 from .optim.adam import Adam, Adamax, AdamW
 from .optim.base import FusedOptimizer
@@ -30,6 +33,7 @@ __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
 __all__ += ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 __all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
+__all__ += ["hessian", "LanczosLR", "gradinit"]
 
 
 def build_info() -> dict:
