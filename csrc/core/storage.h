@@ -20,6 +20,7 @@ struct TensorPtrs {
   void* comp;  // Kahan compensation of a bf16 param, else null
   void* step;  // float32 (or float64) scalar step counter
   void* aux;   // float32 per-tensor scalar state of rules that have one (NAdam's mu_product), else null
+  float* absmax[kMaxStates];  // 8-bit states: per-block absmax of state k (core/q8.h), else null
   int64_t numel;
 };
 

@@ -17,12 +17,18 @@ from .optim.diffgrad import DiffGrad
 from .optim.padam import Padam
 from .optim.signsgd import SignSGD
 from .optim.pnm import PNM, AdaPNM, Adan, Lion
+from .optim.bnb import Adagrad8bit, Adam8bit, AdamW8bit, Lion8bit, RMSprop8bit, SGD8bit
+from .q8 import dequantize_blockwise, dequantize_state_dict, qmap, quantize_blockwise, register_32bit_state, state_nbytes
+from . import nn  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
 __all__ += ["SGD", "RMSprop", "Adagrad", "Adadelta"]
 __all__ += ["AdaBelief", "ACProp", "DiffGrad", "Padam", "SignSGD"]
 __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
+__all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]
+__all__ += ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bit_state", "dequantize_state_dict",
+            "state_nbytes"]
 
 
 def build_info() -> dict:
