@@ -128,8 +128,6 @@ class FusedOptimizer(Optimizer):
             raise ValueError(f"state_bits must be 8, 16 or 32, got {state_bits!r}")
         if state_bits == 16 and state_dtype != torch.bfloat16:
             raise ValueError(f"state_bits=16 means bfloat16 states; it contradicts state_dtype={state_dtype}")
-        if state_bits == 32 and state_dtype == torch.bfloat16:
-            raise ValueError("state_dtype=torch.bfloat16 contradicts state_bits=32 (use state_bits=16)")
         if isinstance(block_size, bool) or block_size not in _Q8_BLOCKS:
             raise ValueError(f"block_size must be one of {_Q8_BLOCKS} (a power-of-two multiple of the kernels' "
                              f"256-element tile), got {block_size!r}")
