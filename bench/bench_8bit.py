@@ -32,6 +32,14 @@ def bytes_8bit(block=256):
     return 12 + 4 + 2 * 2 * 4 / block
 
 
+def _nbytes(v) -> int:
+    """Storage bytes of a state tensor; torchao's OptimState8bit reports fp32 sizes, so count its
+    codes and scales."""
+    if hasattr(v, "codes") and hasattr(v, "scale"):
+        return v.codes.numel() * v.codes.element_size() + v.scale.numel() * v.scale.element_size()
+    return v.numel() * v.element_size()
+
+
 def make(kind, params):
     if kind == "fusedopt-8bit":
         return fusedopt.AdamW(params, lr=1e-4, weight_decay=0.01, state_bits=8)
@@ -78,7 +86,7 @@ def main():
             continue
         t = bl.time_calls(opt.step, args.device, args.warmup, args.timed, max_seconds=args.max_seconds, min_timed=1)
         nbytes = fusedopt.state_nbytes(opt) if kind.startswith("fusedopt") else sum(
-            v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if torch.is_tensor(v))
+            _nbytes(v) for st in opt.state.values() for v in st.values() if torch.is_tensor(v))
         res[kind] = (t.median, nbytes / n)
         del opt, params, grads
         bl.free()
