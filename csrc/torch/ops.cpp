@@ -268,14 +268,14 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
       TORCH_CHECK(s.device() == device, "fusedopt.", op, ": state ", k, " of ", where("params", i), " is on ",
                   s.device(), " but the param is on ", device);
       TORCH_CHECK(s.sizes() == p.sizes() && (p.numel() == 0 || s.strides() == p.strides()), "fusedopt.", op,
-                  ": ", names[size_t(k)], "s[", i, "] (state ", k, " of ", where("params", i), ") has shape ", s.sizes(), " / strides ", s.strides(),
+                  ": ", names[size_t(k)], "s[", i, "]: state ", k, " of ", where("params", i), " has shape ", s.sizes(), " / strides ", s.strides(),
                   " but the param has ", p.sizes(), " / ", p.strides());
       if (!sdt_set) {
         sdt = s.scalar_type();
         sdt_set = true;
       }
-      TORCH_CHECK(s.scalar_type() == sdt, "fusedopt.", op, ": ", names[size_t(k)], "s[", i, "] (state ", k, " of ",
-                  where("params", i), ") has dtype ", s.scalar_type(), " but other states have ", sdt);
+      TORCH_CHECK(s.scalar_type() == sdt, "fusedopt.", op, ": ", names[size_t(k)], "s[", i, "]: state ", k, " of ",
+                  where("params", i), " has dtype ", s.scalar_type(), " but other states have ", sdt);
       t.state[j] = s.data_ptr();
     }
     const at::Tensor& st = a.steps[i];
