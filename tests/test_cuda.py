@@ -494,3 +494,50 @@ def test_wrappers_cuda_graph_replay_equals_eager(kind):
         for a, b in zip(_wrapper_state(gw, gp), _wrapper_state(ew, ep)):
             for x, y in zip(a, b):
                 assert torch.equal(x, y), f"step {s}"
+
+
+# ---- 8-bit states on CUDA (never run here: no GPU on the development machine) -------------------------
+@pytest.mark.parametrize("n,block", [(0, 256), (1, 256), (257, 256), (70001, 256), (5000, 4096), (1000, 64)])
+@pytest.mark.parametrize("signed", [True, False])
+def test_q8_codec_cuda_equals_cpu(n, block, signed):
+    x = torch.randn(n) * torch.logspace(-6, 2, max(n, 1))[:n]
+    c_cpu, a_cpu = fusedopt.quantize_blockwise(x, block, signed)
+    c_gpu, a_gpu = fusedopt.quantize_blockwise(x.cuda(), block, signed)
+    assert torch.equal(c_gpu.cpu(), c_cpu) and torch.equal(a_gpu.cpu(), a_cpu)
+    d = fusedopt.dequantize_blockwise(c_gpu, a_gpu, block, signed)
+    assert torch.equal(d.cpu(), fusedopt.dequantize_blockwise(c_cpu, a_cpu, block, signed))
+
+
+@pytest.mark.parametrize("block", [256, 1024, 4096])
+@pytest.mark.parametrize("cls", [fusedopt.AdamW, fusedopt.SGD, fusedopt.Adan, fusedopt.AdaPNM, fusedopt.NAdam])
+def test_q8_step_cuda_equals_cpu(cls, block):
+    """The CUDA tile walk and the CPU one: same params bit for bit, same codes and absmax."""
+    shapes = [(4097,), (3, 3000), (1,), (0,), (70000,)]
+    g = torch.Generator().manual_seed(0)
+    cpu = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
+    gpu = [p.detach().cuda().requires_grad_() for p in cpu]
+    kw = dict(momentum=0.9) if cls is fusedopt.SGD else {}
+    oc = cls(cpu, lr=1e-2, state_bits=8, min_8bit_size=0, block_size=block, **kw)
+    og = cls(gpu, lr=1e-2, state_bits=8, min_8bit_size=0, block_size=block, **kw)
+    for t in range(5):
+        for p, q in zip(cpu, gpu):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.cuda()
+        oc.step()
+        og.step()
+    for p, q in zip(cpu, gpu):
+        assert torch.equal(q.detach().cpu(), p.detach())
+        for k, v in oc.state[p].items():
+            assert torch.equal(og.state[q][k].cpu(), v), k
+
+
+def test_q8_state_dict_cpu_to_cuda_byte_exact():
+    p = torch.randn(5000, requires_grad=True)
+    opt = fusedopt.AdamW8bit([p])
+    p.grad = torch.randn_like(p)
+    opt.step()
+    q = p.detach().cuda().requires_grad_()
+    o2 = fusedopt.AdamW8bit([q])
+    o2.load_state_dict(opt.state_dict())
+    for k, v in opt.state[p].items():
+        assert torch.equal(o2.state[q][k].cpu(), v), k

@@ -2,6 +2,7 @@
 // torch-free, so the engines (and their C++ unit tests) never include torch.
 #pragma once
 #include "config.h"
+#include "q8.h"
 #include "storage.h"
 
 namespace fusedopt {
@@ -23,6 +24,11 @@ struct Launch {
   const float* global_in;     // global reduced values a rule reads (core/reduce.h), else null
   double* red_workspace;      // CUDA, rules with kRedOut: fp64 device workspace (core/reduce.h)
   int nthreads;               // CPU: threads to use
+  // 8-bit states (state_dt == U8): block size, which engine state slots use the signed map (bit j),
+  // and the host codebooks {unsigned, signed} (CPU; CUDA kernels use their own device copies)
+  int q8_block;
+  uint32_t q8_signed_slots;
+  const Q8Book* q8_books;
   void* stream;               // CUDA: cudaStream_t
 };
 

@@ -1,5 +1,7 @@
 // The one table of per-element rules. X(op_name, RuleStruct, "state names"); a name marked '@'
-// is a per-tensor scalar state (core/aux.h), listed after the element states.
+// is a per-tensor scalar state (core/aux.h), listed after the element states. A name marked '+'
+// is a non-negative state (second moments, sums): stored 8-bit it uses the unsigned dynamic map;
+// unmarked element states may be negative and use the signed map (core/q8.h).
 // generates: the op schema torch.ops.fusedopt.<op_name>_, its CPU and CUDA
 // kernels, and the dispatch entries. Adding a rule = a header in rules/ + a line here.
 #pragma once
@@ -23,23 +25,23 @@
 #include "rules/averaging.h"
 
 #define FO_ELEMENTWISE_RULES(X)                                  \
-  X(adam, Adam, "exp_avg, exp_avg_sq, max_exp_avg_sq")          \
-  X(adamw, AdamW, "exp_avg, exp_avg_sq, max_exp_avg_sq")        \
-  X(adamax, Adamax, "exp_avg, exp_inf")                         \
-  X(radam, RAdam, "exp_avg, exp_avg_sq")                        \
-  X(nadam, NAdam, "exp_avg, exp_avg_sq, @mu_product")           \
+  X(adam, Adam, "exp_avg, +exp_avg_sq, +max_exp_avg_sq")          \
+  X(adamw, AdamW, "exp_avg, +exp_avg_sq, +max_exp_avg_sq")        \
+  X(adamax, Adamax, "exp_avg, +exp_inf")                         \
+  X(radam, RAdam, "exp_avg, +exp_avg_sq")                        \
+  X(nadam, NAdam, "exp_avg, +exp_avg_sq, @mu_product")           \
   X(sgd, SGD, "momentum_buffer")                                \
-  X(rmsprop, RMSprop, "square_avg, momentum_buffer, grad_avg")  \
-  X(adagrad, Adagrad, "sum")                                    \
-  X(adadelta, Adadelta, "square_avg, acc_delta")               \
-  X(adabelief, AdaBelief, "exp_avg, exp_avg_var, max_exp_avg_var") \
-  X(acprop, ACProp, "exp_avg, exp_avg_var, max_exp_avg_var")       \
-  X(diffgrad, DiffGrad, "exp_avg, exp_avg_sq, previous_grad")     \
-  X(padam, Padam, "exp_avg, exp_avg_sq, max_exp_avg_sq")          \
-  X(signsgd, SignSGD, "exp_avg, exp_avg_sq")                    \
+  X(rmsprop, RMSprop, "+square_avg, momentum_buffer, grad_avg")  \
+  X(adagrad, Adagrad, "+sum")                                    \
+  X(adadelta, Adadelta, "+square_avg, +acc_delta")               \
+  X(adabelief, AdaBelief, "exp_avg, +exp_avg_var, +max_exp_avg_var") \
+  X(acprop, ACProp, "exp_avg, +exp_avg_var, +max_exp_avg_var")       \
+  X(diffgrad, DiffGrad, "exp_avg, +exp_avg_sq, previous_grad")     \
+  X(padam, Padam, "exp_avg, +exp_avg_sq, +max_exp_avg_sq")          \
+  X(signsgd, SignSGD, "exp_avg, +exp_avg_sq")                    \
   X(pnm, Pnm, "pos_momentum, neg_momentum")                     \
-  X(adapnm, AdaPnm, "exp_avg, neg_exp_avg, exp_avg_sq, max_exp_avg_sq") \
-  X(adan, Adan, "exp_avg, exp_avg_sq, exp_avg_diff, neg_pre_grad") \
+  X(adapnm, AdaPnm, "exp_avg, neg_exp_avg, +exp_avg_sq, +max_exp_avg_sq") \
+  X(adan, Adan, "exp_avg, +exp_avg_sq, exp_avg_diff, neg_pre_grad") \
   X(lion, Lion, "exp_avg")                                      \
   X(lookahead, LookaheadSync, "slow_param, momentum_buffer, slow_momentum") \
   X(iterate_avg, IterateAverage, "param_avg, @n_averaged")

@@ -22,6 +22,7 @@ struct TensorPtrs {
   void* aux;   // float32 per-tensor scalar state of rules that have one (NAdam's mu_product), else null
   const float* red_in;  // reduced values of this tensor a rule reads (core/reduce.h), else null
   float* red_out;       // per-tensor sums a rule produces (core/reduce.h), else null
+  float* absmax[kMaxStates];  // 8-bit states: per-block absmax of state k (core/q8.h), else null
   int64_t numel;
 };
 

@@ -26,4 +26,14 @@ Isa active_isa();           // what kernel() uses: best supported, capped by FUS
 const char* isa_name(Isa);  // "scalar" | "avx2" | "avx512"
 bool openmp_enabled();
 
+// 8-bit codebooks for the CPU engine: {unsigned, signed}, with their bucket tables (built once).
+const Q8Book* q8_books();
+
+// Standalone block-wise codec (core/q8.h), OpenMP over blocks; any block size >= 1.
+// quantize: x[n] -> codes[n], absmax[ceil(n / block)];  dequantize: the inverse map into out[n].
+void q8_quantize(const float* x, int64_t n, int64_t block, bool is_signed, uint8_t* codes, float* absmax,
+                 int nthreads);
+void q8_dequantize(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, bool is_signed,
+                   float* out, int nthreads);
+
 }  // namespace fusedopt::cpu

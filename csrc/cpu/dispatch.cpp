@@ -1,6 +1,11 @@
 // Runtime ISA selection for the CPU kernels (no -march=native in what ships).
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../core/rule_table.h"
 #include "api.h"
@@ -109,6 +114,58 @@ RowColKernel rowcol_kernel(Isa isa) {
 #endif
   (void)isa;
   return &scalar::row_col;
+}
+
+namespace {
+const float kSignedValues[256] = {FO_Q8_SIGNED_VALUES};
+const float kSignedMids[256] = {FO_Q8_SIGNED_MIDS};
+const float kUnsignedValues[256] = {FO_Q8_UNSIGNED_VALUES};
+const float kUnsignedMids[256] = {FO_Q8_UNSIGNED_MIDS};
+
+struct Q8Tables {
+  alignas(64) int32_t bucket[2][kQ8Buckets];
+  Q8Book books[2];
+  Q8Tables() {
+    const float* mids[2] = {kUnsignedMids, kSignedMids};
+    const float* values[2] = {kUnsignedValues, kSignedValues};
+    for (int s = 0; s < 2; ++s) {
+      if (!q8_build_buckets(mids[s], bucket[s]))
+        throw std::logic_error("fusedopt: 8-bit codebook bucket table is ambiguous (internal error)");
+      books[s] = Q8Book{values[s], mids[s], bucket[s], s == 1};
+    }
+  }
+};
+}  // namespace
+
+const Q8Book* q8_books() {
+  static const Q8Tables tables;
+  return tables.books;
+}
+
+void q8_quantize(const float* x, int64_t n, int64_t block, bool is_signed, uint8_t* codes, float* absmax,
+                 int nthreads) {
+  const Q8Book& bk = q8_books()[is_signed ? 1 : 0];
+  const int64_t nblocks = (n + block - 1) / block;
+  const float lo = is_signed ? -1.0f : 0.0f;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > 65536)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t b0 = b * block, e = b0 + block < n ? b0 + block : n;
+    float m = 0.0f;
+    for (int64_t i = b0; i < e; ++i) {
+      const float a = q8_abs_finite(x[i]);
+      m = a > m ? a : m;
+    }
+    const float inv = q8_inv(m);
+    for (int64_t i = b0; i < e; ++i) codes[i] = uint8_t(q8_encode_bucket(bk.mid, bk.bucket, q8_normalise(x[i], inv, lo)));
+    absmax[b] = m;
+  }
+}
+
+void q8_dequantize(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, bool is_signed, float* out,
+                   int nthreads) {
+  const float* value = q8_books()[is_signed ? 1 : 0].value;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = value[codes[i]] * absmax[i / block];
 }
 
 bool openmp_enabled() {

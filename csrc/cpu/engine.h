@@ -13,10 +13,17 @@
 // element loop writes the rule's outputs to a tile buffer, a second loop adds their squares into
 // kLanes fp64 lanes (lane = position in the item mod kLanes); items' partials are folded per tensor
 // in order after the parallel region, so the sums do not depend on the thread count.
+//
+//   With a tiled state policy (SP::kTile > 1: 8-bit block-wise states, core/q8.h) step 4 walks the
+//   item block by block instead (run_item_tiled): one vectorised loop runs the rule over the block,
+//   keeping the new state values in a small local buffer, then per state one loop takes the
+//   block's absmax and one requantizes and stores the codes. Items are whole blocks (kChunk is a
+//   multiple of every block size), so blocks never straddle threads.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "../core/aux.h"
@@ -43,7 +50,9 @@ struct Engine {
   static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
   static constexpr int KO = red_out_count<Rule>();
   static constexpr int kOutTile = 512;  // a multiple of kLanes
-  static_assert(PP::kTile == 1 && SP::kTile == 1, "tiled (block-wise) storage needs the tile walk of the 8-bit issue");
+  static constexpr bool kTiled = SP::kTile > 1;
+  static_assert(PP::kTile == 1, "params are never stored block-wise");
+  static_assert(!kTiled || KO == 0, "8-bit states and per-tensor outputs are not combined");
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<T>;
   static constexpr bool kGrad = reads_grad<Rule>();      // core/traits.h
@@ -149,6 +158,112 @@ struct Engine {
     }
   }
 
+  // ---- tile walk of block-wise (8-bit) states --------------------------------------------------
+  static SP make_q8(const Launch& L, const TensorPtrs& tp, int k) {
+    SP s{};
+    s.p = static_cast<uint8_t*>(tp.state[k]);
+    s.absmax = tp.absmax[k];
+    s.block = L.q8_block;
+    s.block_shift = __builtin_ctz(unsigned(L.q8_block));
+    s.book = L.q8_books[(L.q8_signed_slots >> k) & 1u];
+    return s;
+  }
+
+  // Requantize n new values of one state's block starting at b0 (see core/q8.h).
+  static void store_block(const SP& sp, int64_t b0, int n, const float* v) {
+    // absmax over the finite values; for non-negative floats the bit patterns order like the
+    // values, so an integer max reduction (which vectorises) gives the float max exactly
+    uint32_t mbits = 0;
+    for (int j = 0; j < n; ++j) {
+      const uint32_t a = q8_bits(q8_abs_finite(v[j]));
+      mbits = a > mbits ? a : mbits;
+    }
+    float m;
+    std::memcpy(&m, &mbits, 4);
+    const float inv = q8_inv(m);
+    const float* mid = sp.book.mid;
+    const int32_t* bucket = sp.book.bucket;
+    uint8_t* out = sp.p + b0;
+    if (sp.book.is_signed) {
+#pragma GCC ivdep
+      for (int j = 0; j < n; ++j) {
+        const int c = q8_encode_bucket(mid, bucket, q8_normalise(v[j], inv, -1.0f));
+        out[j] = uint8_t(q8_sign_fix(c, v[j]));
+      }
+    } else {
+#pragma GCC ivdep
+      for (int j = 0; j < n; ++j) out[j] = uint8_t(q8_encode_bucket(mid, bucket, q8_normalise(v[j], inv, 0.0f)));
+    }
+    sp.absmax[b0 >> sp.block_shift] = m;
+  }
+
+  template <bool kScaled>
+  static void run_item_tiled(const Launch& L, const Item& it, const Ctx c, float scale, T gsign) {
+    static_assert(K > 0, "a variant without state has nothing to quantize");
+    static_assert(kGrad && kStoreP, "8-bit states are for update rules (they read a grad, write the param)");
+    const TensorPtrs& tp = L.tensors[it.t];
+    const uint32_t seed = sr_seed(uint32_t(it.t), step_value(L, tp));
+    PP pp = ParamMaker<PP>::make(tp, seed);
+    GP gp = make_plain<GP>(tp.grad);
+    const bool swap = K > 1 && swap01<Rule>(c);  // core/traits.h: slots 0 and 1 trade lists
+    const SP sp0 = make_q8(L, tp, swap ? 1 : 0);
+    const SP sp1 = make_q8(L, tp, K > 1 ? (swap ? 0 : 1) : 0);
+    const SP sp2 = make_q8(L, tp, K > 2 ? 2 : 0);
+    const SP sp3 = make_q8(L, tp, K > 3 ? 3 : 0);
+    alignas(64) float buf[K][kQ8MaxBlock];
+    const int B = L.q8_block;
+    for (int64_t b0 = it.begin; b0 < it.end; b0 += B) {
+      const int n = int(it.end - b0 < B ? it.end - b0 : B);
+      const float a0 = sp0.block_scale(b0);
+      const float a1 = K > 1 ? sp1.block_scale(b0) : 0.0f;
+      const float a2 = K > 2 ? sp2.block_scale(b0) : 0.0f;
+      const float a3 = K > 3 ? sp3.block_scale(b0) : 0.0f;
+      float* buf0 = buf[0];
+      float* buf1 = buf[K > 1 ? 1 : 0];
+      float* buf2 = buf[K > 2 ? 2 : 0];
+      float* buf3 = buf[K > 3 ? 3 : 0];
+#pragma GCC ivdep
+      for (int j = 0; j < n; ++j) {
+        const int64_t i = b0 + j;
+        T g = gp.load(i);
+        if constexpr (kScaled) {
+          g = g / T(scale);
+          gp.store(i, g);
+        }
+        g = g * gsign;
+        const T p0 = pp.load(i);
+        T s0[kMaxStates], s[kMaxStates];
+        s0[0] = sp0.load(i, a0);
+        if constexpr (K > 1) s0[1] = sp1.load(i, a1);
+        if constexpr (K > 2) s0[2] = sp2.load(i, a2);
+        if constexpr (K > 3) s0[3] = sp3.load(i, a3);
+        for (int k = 0; k < K; ++k) s[k] = s0[k];
+        T p = p0;
+        Rule::template update<V>(p, g, s, c);
+        // a non-finite grad leaves its element (param and states) as it was: it can neither write
+        // NaN into the param nor poison the block's absmax
+        const bool ok = (g - g) == T(0);
+        pp.store(i, ok ? p : p0);
+        buf0[j] = float(ok ? s[0] : s0[0]);
+        if constexpr (K > 1) buf1[j] = float(ok ? s[1] : s0[1]);
+        if constexpr (K > 2) buf2[j] = float(ok ? s[2] : s0[2]);
+        if constexpr (K > 3) buf3[j] = float(ok ? s[3] : s0[3]);
+      }
+      if constexpr (!(kReadOnly & 1u)) store_block(sp0, b0, n, buf0);
+      if constexpr (K > 1 && !(kReadOnly & 2u)) store_block(sp1, b0, n, buf1);
+      if constexpr (K > 2 && !(kReadOnly & 4u)) store_block(sp2, b0, n, buf2);
+      if constexpr (K > 3 && !(kReadOnly & 8u)) store_block(sp3, b0, n, buf3);
+    }
+  }
+
+  template <bool kScaled>
+  static void run_any(const Launch& L, const Item& it, const Ctx c, float scale, T gsign, double* part) {
+    if constexpr (kTiled)
+      run_item_tiled<kScaled>(L, it, c, scale, gsign);
+    else
+      run_item<kScaled>(L, it, c, scale, gsign, part);
+  }
+
   static double step_value(const Launch& L, const TensorPtrs& tp) {
     return L.step_f64 ? *static_cast<double*>(tp.step) : double(*static_cast<float*>(tp.step));
   }
@@ -203,9 +318,9 @@ struct Engine {
     for (int64_t i = 0; i < nitems; ++i) {
       double* pi = KO > 0 ? part + KO * i : nullptr;
       if (scaled)
-        run_item<true>(L, items[i], ctx[items[i].t], scale, gsign, pi);
+        run_any<true>(L, items[i], ctx[items[i].t], scale, gsign, pi);
       else
-        run_item<false>(L, items[i], ctx[items[i].t], scale, gsign, pi);
+        run_any<false>(L, items[i], ctx[items[i].t], scale, gsign, pi);
     }
     if constexpr (KO > 0) {  // fold the items' partials of each tensor in order
       int64_t k = 0;
@@ -233,11 +348,31 @@ void run_variant(const Launch& L, int v) {
   }
 }
 
+// Param policies that may be combined with 8-bit states (plain fp32 / fp16 / bf16 params).
+template <class PP> constexpr bool kQ8Param = false;
+template <> inline constexpr bool kQ8Param<F32Store<float>> = true;
+template <> inline constexpr bool kQ8Param<F16Store<float>> = true;
+template <> inline constexpr bool kQ8Param<BF16Store<float>> = true;
+
+// A variant with no state (plain SGD) never has 8-bit states: the glue refuses it.
+template <class Rule, class T, class PP, int V = 0>
+void run_variant_q8(const Launch& L, int v) {
+  if constexpr (V < Rule::kNumVariants) {
+    if constexpr (Rule::num_states(V) > 0) {
+      if (v == V) return Engine<Rule, V, T, PP, Q8Store<T>>::run(L);
+    }
+    return run_variant_q8<Rule, T, PP, V + 1>(L, v);
+  }
+}
+
 template <class Rule, class T, class PP>
 void run_state(const Launch& L, int v) {
   if constexpr (sizeof(T) == 8) {
     run_variant<Rule, T, PP, F64Store<T>>(L, v);  // fp64 params keep fp64 states
   } else {
+    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {  // not for wrapper rules (Lookahead sync, averaging)
+      if (L.state_dt == Dt::U8) return run_variant_q8<Rule, T, PP>(L, v);
+    }
     if (L.state_dt == Dt::BF16)
       run_variant<Rule, T, PP, BF16Store<T>>(L, v);
     else

@@ -17,4 +17,10 @@ void reduce(const ReduceArgs& a);
 void row_col(const RowColArgs& a);
 void clip(const ClipArgs& a);
 
+// Standalone block-wise 8-bit codec (core/q8.h) on `stream` (a cudaStream_t); any block size >= 1.
+void q8_quantize(const float* x, int64_t n, int64_t block, bool is_signed, uint8_t* codes, float* absmax,
+                 void* stream);
+void q8_dequantize(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, bool is_signed, float* out,
+                   void* stream);
+
 }  // namespace fusedopt::cuda

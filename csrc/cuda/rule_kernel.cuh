@@ -31,6 +31,7 @@
 #include "../core/storage.h"
 #include "../core/traits.h"
 #include "mta.cuh"
+#include "q8_kernel.cuh"
 
 namespace fusedopt::cuda {
 
@@ -483,8 +484,41 @@ void run_variant(const Launch& L, int v, const char* what) {
   }
 }
 
+template <class Rule, int V, class PP>
+void run_q8(const Launch& L, const char* what) {
+  using Fn = Q8RuleStep<Rule, V, PP>;
+  if (L.nstates < Fn::K)
+    throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": variant " + std::to_string(V) +
+                             " needs " + std::to_string(Fn::K) + " state lists, got " + std::to_string(L.nstates));
+  if (L.ntensors <= 0) return;
+  bump_steps(L, what);
+  advance_aux<Rule>(L, what);
+  multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L, Fn::from(L), what);
+}
+
+template <class Rule, class PP, int V = 0>
+void run_variant_q8(const Launch& L, int v, const char* what) {
+  if constexpr (V < Rule::kNumVariants) {
+    if constexpr (Rule::num_states(V) > 0) {
+      if (v == V) return run_q8<Rule, V, PP>(L, what);
+    }
+    return run_variant_q8<Rule, PP, V + 1>(L, v, what);
+  } else {
+    throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": no 8-bit kernel for variant " +
+                             std::to_string(v));
+  }
+}
+
 template <class Rule, class PP>
 void run_state(const Launch& L, int v, const char* what) {
+  if (L.state_dt == Dt::U8) {
+    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {  // not for wrapper rules (Lookahead sync, averaging)
+      return run_variant_q8<Rule, PP>(L, v, what);
+    } else {
+      throw std::runtime_error(std::string("fusedopt CUDA ") + what +
+                               ": 8-bit states need plain float32 / float16 / bfloat16 params");
+    }
+  }
   if (L.state_dt == Dt::BF16) return run_variant<Rule, PP, BF16Store<float>>(L, v, what);
   return run_variant<Rule, PP, F32Store<float>>(L, v, what);
 }

@@ -2,6 +2,7 @@
 // registrars of ops.cpp. pybind11 is used here only, for build_info().
 #include <pybind11/pybind11.h>
 
+#include "../core/rule_table.h"
 #include "../cpu/api.h"
 
 #ifndef FUSEDOPT_VERSION
@@ -33,6 +34,15 @@ PYBIND11_MODULE(_C, m) {
         py::make_tuple("scalar");
 #endif
     d["openmp"] = fusedopt::cpu::openmp_enabled();
+    return d;
+  });
+  // The rule table's state strings, marks included ('+' non-negative state, '@' per-tensor scalar):
+  // the Python layer reads which states use the unsigned 8-bit map from here, not from a copy.
+  m.def("rule_states", []() {
+    py::dict d;
+#define FO_RULE_STATES(op, Rule, states) d[#op] = states;
+    FO_ELEMENTWISE_RULES(FO_RULE_STATES)
+#undef FO_RULE_STATES
     return d;
   });
 }

@@ -11,6 +11,7 @@
 // One boxed kernel serves all rules of a backend: it reads the rule from the op name.
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -63,13 +64,19 @@ const RuleInfo kRules[] = {
 #undef FO_RULE_INFO
 };
 
-std::vector<std::string> split_names(const char* s) {
+// Names of the rule table's state string, in order; the '+' mark (non-negative state: unsigned
+// 8-bit map) is stripped here and read by unsigned_lists().
+std::vector<std::string> split_names(const char* s, bool keep_marks = false) {
   std::vector<std::string> out;
   std::string cur;
   for (const char* c = s;; ++c) {
     if (*c == ',' || *c == 0) {
       size_t b = cur.find_first_not_of(' '), e = cur.find_last_not_of(' ');
-      if (b != std::string::npos) out.push_back(cur.substr(b, e - b + 1));
+      if (b != std::string::npos) {
+        std::string n = cur.substr(b, e - b + 1);
+        if (!keep_marks && n[0] == '+') n = n.substr(1);
+        out.push_back(n);
+      }
       cur.clear();
       if (*c == 0) break;
     } else {
@@ -77,6 +84,18 @@ std::vector<std::string> split_names(const char* s) {
     }
   }
   return out;
+}
+
+// Bit k set: element-state list k is non-negative (unsigned 8-bit map).
+unsigned unsigned_lists(const RuleInfo& r) {
+  unsigned m = 0;
+  int k = 0;
+  for (const auto& n : split_names(r.states, true)) {
+    if (n[0] == '@') continue;
+    if (n[0] == '+') m |= 1u << k;
+    ++k;
+  }
+  return m;
 }
 
 std::string schema_of(const RuleInfo& r) {
@@ -92,7 +111,8 @@ std::string schema_of(const RuleInfo& r) {
     if (n[0] == '@') s << ", Tensor(" << alias[k++] << "!)[] " << n.substr(1) << "s";
   s << ", Tensor(" << alias[k] << "!)[] state_steps, Tensor(" << alias[k + 1] << "!)[] param_comps"
     << ", *, float[] hyper, float lr, Tensor? lr_tensor=None, Tensor? grad_scale=None,"
-    << " Tensor? found_inf=None, int flags=0) -> ()";
+    << " Tensor? found_inf=None, int flags=0, Tensor(" << alias[k + 2]
+    << "!)[]? state_absmax=None, int block_size=256) -> ()";
   return s.str();
 }
 
@@ -124,6 +144,8 @@ struct Args {
   double lr;
   std::optional<at::Tensor> lr_tensor, grad_scale, found_inf;
   int64_t flags;
+  std::vector<at::Tensor> absmax;  // 8-bit states: per-block absmax, list-major (see check_and_pack)
+  int64_t block_size;
 };
 
 std::optional<at::Tensor> opt_tensor(const c10::IValue& v) {
@@ -141,7 +163,7 @@ Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   const int ns = count_states(r, false);
   const int na = count_states(r, true);
   TORCH_CHECK(na <= 1, "fusedopt: at most one per-tensor scalar state per rule");
-  const size_t nargs = size_t((r.reads_grad ? 2 : 1) + ns + na + 2 + 6);
+  const size_t nargs = size_t((r.reads_grad ? 2 : 1) + ns + na + 2 + 6 + 2);
   auto it = stack->end() - nargs;
   Args a;
   a.params = (it++)->toTensorVector();
@@ -156,6 +178,9 @@ Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   a.grad_scale = opt_tensor(*it++);
   a.found_inf = opt_tensor(*it++);
   a.flags = (it++)->toInt();
+  if (!it->isNone()) a.absmax = it->toTensorVector();
+  ++it;
+  a.block_size = (it++)->toInt();
   torch::jit::drop(*stack, nargs);
   return a;
 }
@@ -249,14 +274,14 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
       TORCH_CHECK(s.device() == device, "fusedopt.", op, ": state ", k, " of ", where("params", i), " is on ",
                   s.device(), " but the param is on ", device);
       TORCH_CHECK(s.sizes() == p.sizes() && (p.numel() == 0 || s.strides() == p.strides()), "fusedopt.", op,
-                  ": state ", k, " of ", where("params", i), " has shape ", s.sizes(), " / strides ", s.strides(),
+                  ": ", names[size_t(k)], "s[", i, "]: state ", k, " of ", where("params", i), " has shape ", s.sizes(), " / strides ", s.strides(),
                   " but the param has ", p.sizes(), " / ", p.strides());
       if (!sdt_set) {
         sdt = s.scalar_type();
         sdt_set = true;
       }
-      TORCH_CHECK(s.scalar_type() == sdt, "fusedopt.", op, ": state ", k, " of ", where("params", i), " has dtype ",
-                  s.scalar_type(), " but other states have ", sdt);
+      TORCH_CHECK(s.scalar_type() == sdt, "fusedopt.", op, ": ", names[size_t(k)], "s[", i, "]: state ", k, " of ",
+                  where("params", i), " has dtype ", s.scalar_type(), " but other states have ", sdt);
       t.state[j] = s.data_ptr();
     }
     const at::Tensor& st = a.steps[i];
@@ -285,13 +310,41 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
     }
     out.push_back(t);
   }
+  const bool q8 = sdt_set && sdt == at::kByte;
   if (sdt_set) {
     if (pdt == at::kDouble) {
       TORCH_CHECK(sdt == at::kDouble, "fusedopt.", op, ": float64 params need float64 states, got ", sdt);
     } else {
-      TORCH_CHECK(sdt == at::kFloat || sdt == at::kBFloat16, "fusedopt.", op,
-                  ": states must be float32 or bfloat16, got ", sdt);
+      TORCH_CHECK(sdt == at::kFloat || sdt == at::kBFloat16 || sdt == at::kByte, "fusedopt.", op,
+                  ": states must be float32, bfloat16 or uint8 (8-bit codes), got ", sdt);
     }
+  }
+  TORCH_CHECK(q8 || a.absmax.empty(), "fusedopt.", op,
+              ": state_absmax was given but the states are not uint8 8-bit codes");
+  if (q8) {
+    TORCH_CHECK(rule.reads_grad, "fusedopt.", op, ": 8-bit states are for update rules; this op keeps float states");
+    const int64_t B = a.block_size;
+    TORCH_CHECK(B >= kQ8Tile && B <= kQ8MaxBlock && (B & (B - 1)) == 0, "fusedopt.", op, ": block_size ", B,
+                " is not supported for 8-bit states (one of 256, 512, 1024, 2048, 4096: a power-of-two multiple "
+                "of the kernels' 256-element tile)");
+    TORCH_CHECK(a.absmax.size() == size_t(used) * n, "fusedopt.", op, ": 8-bit states need state_absmax with ",
+                used, " x ", n, " tensors (one per state list and param, list-major), got ", a.absmax.size());
+    for (int j = 0; j < used; ++j) {
+      const int k = lists[size_t(j)];
+      for (size_t i = 0; i < n; ++i) {
+        const at::Tensor& am = a.absmax[size_t(j) * n + i];
+        const int64_t nb = (a.params[i].numel() + B - 1) / B;
+        TORCH_CHECK(am.scalar_type() == at::kFloat && am.device() == device && am.is_contiguous() &&
+                        am.numel() == nb,
+                    "fusedopt.", op, ": state_absmax for ", names[size_t(k)], "s[", i,
+                    "] must be a contiguous float32 tensor of ceil(numel / block_size) = ", nb,
+                    " elements on the param's device, got ", am.scalar_type(), " ", am.sizes(), " on ", am.device());
+        out[i].absmax[j] = am.data_ptr<float>();
+      }
+    }
+    TORCH_CHECK(pdt != at::kDouble, "fusedopt.", op, ": 8-bit states are for float32 / float16 / bfloat16 params");
+    TORCH_CHECK(a.comps.empty() && !(a.flags & kFlagStochRound), "fusedopt.", op,
+                ": 8-bit states cannot be combined with stochastic rounding or Kahan-compensated params");
   }
   L = Launch{};
   L.tensors = out.data();
@@ -308,6 +361,12 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
   TORCH_CHECK(L.param_mode == ParamMode::Plain || pdt == at::kBFloat16, "fusedopt.", op,
               ": stochastic rounding / Kahan compensation apply to bfloat16 params only (params are ", pdt, ")");
   L.step_f64 = a.steps[0].scalar_type() == at::kDouble;
+  if (q8) {
+    const unsigned uns = unsigned_lists(rule);
+    L.q8_block = int(a.block_size);
+    for (int j = 0; j < used; ++j)
+      if (!(uns & (1u << lists[size_t(j)]))) L.q8_signed_slots |= 1u << j;
+  }
   return out;
 }
 
@@ -341,6 +400,7 @@ void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
     L.lr = a.lr_tensor->item<double>();
   }
   L.nthreads = at::get_num_threads();
+  L.q8_books = cpu::q8_books();
   cpu::Kernel k = cpu::kernel(r.op);
   TORCH_CHECK(k, "fusedopt: no CPU kernel for ", r.op);
   k(L);
@@ -382,14 +442,91 @@ void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
 }
 #endif
 
+// ---- standalone block-wise 8-bit codec (core/q8.h) -------------------------------------------------
+void check_codec_args(const char* fn, int64_t block_size) {
+  TORCH_CHECK(block_size >= 1, "fusedopt.", fn, ": block_size must be a positive integer, got ", block_size);
+}
+
+at::Tensor codec_input(const at::Tensor& x) {
+  TORCH_CHECK(x.layout() == at::kStrided, "fusedopt.quantize_blockwise: x must be a dense tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
+              "fusedopt.quantize_blockwise: x must be float32, float16 or bfloat16, got ", x.scalar_type());
+  return x.to(at::kFloat).contiguous();
+}
+
+void check_codes(const char* fn, const at::Tensor& codes, const at::Tensor& absmax, int64_t block_size) {
+  check_codec_args(fn, block_size);
+  TORCH_CHECK(codes.scalar_type() == at::kByte, "fusedopt.", fn, ": codes must be a uint8 tensor, got ",
+              codes.scalar_type());
+  const int64_t nb = (codes.numel() + block_size - 1) / block_size;
+  TORCH_CHECK(absmax.scalar_type() == at::kFloat && absmax.numel() == nb, "fusedopt.", fn,
+              ": absmax must be a float32 tensor of ceil(codes.numel() / block_size) = ", nb, " elements, got ",
+              absmax.scalar_type(), " ", absmax.sizes());
+  TORCH_CHECK(absmax.device() == codes.device(), "fusedopt.", fn, ": absmax is on ", absmax.device(),
+              " but codes are on ", codes.device());
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_blockwise_cpu(const at::Tensor& x, int64_t block_size, bool is_signed) {
+  check_codec_args("quantize_blockwise", block_size);
+  const at::Tensor xf = codec_input(x);
+  at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kByte));
+  at::Tensor absmax = at::empty({(x.numel() + block_size - 1) / block_size}, x.options().dtype(at::kFloat));
+  if (x.numel() > 0)
+    cpu::q8_quantize(xf.data_ptr<float>(), x.numel(), block_size, is_signed, codes.data_ptr<uint8_t>(),
+                     absmax.data_ptr<float>(), at::get_num_threads());
+  return {codes, absmax};
+}
+
+at::Tensor dequantize_blockwise_cpu(const at::Tensor& codes, const at::Tensor& absmax, int64_t block_size,
+                                    bool is_signed, at::ScalarType dtype) {
+  check_codes("dequantize_blockwise", codes, absmax, block_size);
+  const at::Tensor c = codes.contiguous(), am = absmax.contiguous();
+  at::Tensor out = at::empty(codes.sizes(), codes.options().dtype(at::kFloat));
+  if (codes.numel() > 0)
+    cpu::q8_dequantize(c.data_ptr<uint8_t>(), am.data_ptr<float>(), codes.numel(), block_size, is_signed,
+                       out.data_ptr<float>(), at::get_num_threads());
+  return dtype == at::kFloat ? out : out.to(dtype);
+}
+
+#ifdef FUSEDOPT_WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> quantize_blockwise_cuda(const at::Tensor& x, int64_t block_size, bool is_signed) {
+  check_codec_args("quantize_blockwise", block_size);
+  c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor xf = codec_input(x);
+  at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kByte));
+  at::Tensor absmax = at::empty({(x.numel() + block_size - 1) / block_size}, x.options().dtype(at::kFloat));
+  if (x.numel() > 0)
+    cuda::q8_quantize(xf.data_ptr<float>(), x.numel(), block_size, is_signed, codes.data_ptr<uint8_t>(),
+                      absmax.data_ptr<float>(), c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  return {codes, absmax};
+}
+
+at::Tensor dequantize_blockwise_cuda(const at::Tensor& codes, const at::Tensor& absmax, int64_t block_size,
+                                     bool is_signed, at::ScalarType dtype) {
+  check_codes("dequantize_blockwise", codes, absmax, block_size);
+  c10::cuda::CUDAGuard guard(codes.device());
+  const at::Tensor c = codes.contiguous(), am = absmax.contiguous();
+  at::Tensor out = at::empty(codes.sizes(), codes.options().dtype(at::kFloat));
+  if (codes.numel() > 0)
+    cuda::q8_dequantize(c.data_ptr<uint8_t>(), am.data_ptr<float>(), codes.numel(), block_size, is_signed,
+                        out.data_ptr<float>(), c10::cuda::getCurrentCUDAStream(codes.device().index()).stream());
+  return dtype == at::kFloat ? out : out.to(dtype);
+}
+#endif
+
 }  // namespace
 }  // namespace fusedopt
 
 TORCH_LIBRARY(fusedopt, m) {
   for (const auto& r : fusedopt::kRules) m.def(fusedopt::schema_of(r).c_str());
+  m.def("quantize_blockwise(Tensor x, int block_size=256, bool signed=True) -> (Tensor codes, Tensor absmax)");
+  m.def("dequantize_blockwise(Tensor codes, Tensor absmax, int block_size=256, bool signed=True, "
+        "ScalarType dtype=float) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fusedopt, CPU, m) {
+  m.impl("quantize_blockwise", &fusedopt::quantize_blockwise_cpu);
+  m.impl("dequantize_blockwise", &fusedopt::dequantize_blockwise_cpu);
   for (const auto& r : fusedopt::kRules)
     m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cpu_kernel>());
 }
@@ -408,6 +545,8 @@ TORCH_LIBRARY_IMPL(fusedopt, SparseCUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) {
+  m.impl("quantize_blockwise", &fusedopt::quantize_blockwise_cuda);
+  m.impl("dequantize_blockwise", &fusedopt::dequantize_blockwise_cuda);
   for (const auto& r : fusedopt::kRules)
     m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cuda_kernel>());
 }

@@ -24,6 +24,9 @@ from .optim.signsgd import SignSGD
 from .optim.pnm import PNM, AdaPNM, Adan, Lion
 from .wrappers import Gadam, GadamX, IterateAveraging, Lookahead, update_bn
 from .schedules import IALR, InverseSqrtWarmup, LinearWarmup, scale_lr
+from .optim.bnb import Adagrad8bit, Adam8bit, AdamW8bit, Lion8bit, RMSprop8bit, SGD8bit
+from .q8 import dequantize_blockwise, dequantize_state_dict, qmap, quantize_blockwise, register_32bit_state, state_nbytes
+from . import nn  # noqa: F401
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
@@ -34,6 +37,9 @@ __all__ += ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 __all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
 __all__ += ["hessian", "LanczosLR", "gradinit"]
+__all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]
+__all__ += ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bit_state", "dequantize_state_dict",
+            "state_nbytes"]
 
 
 def build_info() -> dict:

@@ -70,6 +70,40 @@ for _name in RULES:
     torch.library.register_fake(f"fusedopt::{_name}_")(_fake)
 
 
+def _unsigned_states() -> dict:
+    """op -> frozenset of its non-negative element states ('+' in csrc/core/rule_table.h, read
+    from the extension so there is one declaration)."""
+    out = {}
+    for name, states in _C.rule_states().items():
+        names = [s.strip() for s in states.split(",")]
+        out[name] = frozenset(n[1:] for n in names if n.startswith("+"))
+    return out
+
+
+UNSIGNED_STATES = _unsigned_states()
+
+# A state key means the same thing in every rule, so its sign is a property of the key; this map
+# is what dequantize_state_dict uses (it cannot know which rule saved a state_dict).
+SIGNED_KEYS: dict = {}
+for _name, _spec in RULES.items():
+    for _k in _spec.slots:
+        _signed = _k not in UNSIGNED_STATES[_name]
+        if SIGNED_KEYS.setdefault(_k, _signed) != _signed:  # pragma: no cover - table consistency
+            raise ImportError(f"fusedopt: state key {_k!r} is signed in one rule and unsigned in another")
+
+
+@torch.library.register_fake("fusedopt::quantize_blockwise")
+def _quantize_fake(x, block_size=256, signed=True):
+    n = x.numel()
+    return (torch.empty(x.shape, dtype=torch.uint8, device=x.device),
+            torch.empty(((n + block_size - 1) // block_size,), dtype=torch.float32, device=x.device))
+
+
+@torch.library.register_fake("fusedopt::dequantize_blockwise")
+def _dequantize_fake(codes, absmax, block_size=256, signed=True, dtype=torch.float32):
+    return torch.empty(codes.shape, dtype=dtype, device=codes.device)
+
+
 def op(name: str):
     return getattr(torch.ops.fusedopt, f"{name}_")
 

@@ -20,8 +20,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, op
+from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
+from ..q8 import ABSMAX_SUFFIX, dequantize_blockwise, quantize_blockwise
 
+
+
+def _memory_view(t: Tensor) -> Tensor:
+    """A 1-D view of a dense tensor's elements in memory order (the order the kernels walk)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    perm = sorted(range(t.dim()), key=lambda d: -t.stride(d))
+    return t.permute(perm).view(-1)
 
 
 def _dense(t: Tensor) -> bool:
@@ -35,6 +44,9 @@ def _dense(t: Tensor) -> bool:
 
 _PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _ROUNDINGS = ("nearest", "stochastic", "kahan")
+_STATE_BITS = (8, 16, 32)
+_Q8_BLOCKS = (256, 512, 1024, 2048, 4096)
+_STORAGE_KEYS = ("state_bits", "min_8bit_size", "block_size")  # power-of-two multiples of the kernels' 256-element tile
 
 
 def _check_scalar(name: str, value, lo: float = 0.0, hi: Optional[float] = None, hi_open: bool = True):
@@ -64,7 +76,8 @@ class FusedOptimizer(Optimizer):
     _step_supports_amp_scaling = True
 
     def __init__(self, params, defaults: dict, *, foreach=None, fused=None, capturable: bool = False,
-                 differentiable: bool = False, state_dtype=None, param_rounding: str = "nearest"):
+                 differentiable: bool = False, state_dtype=None, param_rounding: str = "nearest",
+                 state_bits: int = 32, min_8bit_size: int = 4096, block_size: int = 256):
         name = type(self).__name__
         if fused is False:
             raise ValueError(f"fusedopt.{name} is always fused; fused=False asks for torch.optim.{name} instead")
@@ -73,7 +86,9 @@ class FusedOptimizer(Optimizer):
                              f"differentiable); use torch.optim.{name}")
         if "lr" in defaults:
             _check_scalar("learning rate", defaults["lr"])
-        self._check_state_options(state_dtype, param_rounding)
+        if state_bits == 16 and state_dtype is None:
+            state_dtype = torch.bfloat16  # state_bits=16 is state_dtype=torch.bfloat16
+        self._check_state_options(state_dtype, param_rounding, state_bits, min_8bit_size, block_size)
         defaults = dict(defaults)
         defaults.setdefault("foreach", foreach)
         defaults.setdefault("fused", fused)
@@ -81,6 +96,9 @@ class FusedOptimizer(Optimizer):
         defaults.setdefault("differentiable", False)
         defaults["state_dtype"] = state_dtype
         defaults["param_rounding"] = param_rounding
+        defaults["state_bits"] = state_bits
+        defaults["min_8bit_size"] = min_8bit_size
+        defaults["block_size"] = block_size
         self._plans: dict = {}
         super().__init__(params, defaults)
 
@@ -101,11 +119,22 @@ class FusedOptimizer(Optimizer):
 
     # -- options ------------------------------------------------------------------------
     @staticmethod
-    def _check_state_options(state_dtype, param_rounding):
+    def _check_state_options(state_dtype, param_rounding, state_bits=32, min_8bit_size=4096, block_size=256):
         if state_dtype not in (None, torch.float32, torch.bfloat16):
             raise ValueError(f"state_dtype must be None (float32), torch.float32 or torch.bfloat16, got {state_dtype}")
         if param_rounding not in _ROUNDINGS:
             raise ValueError(f"param_rounding must be one of {_ROUNDINGS}, got {param_rounding!r}")
+        if isinstance(state_bits, bool) or state_bits not in _STATE_BITS:
+            raise ValueError(f"state_bits must be 8, 16 or 32, got {state_bits!r}")
+        if state_bits == 16 and state_dtype != torch.bfloat16:
+            raise ValueError(f"state_bits=16 means bfloat16 states; it contradicts state_dtype={state_dtype}")
+        if isinstance(block_size, bool) or block_size not in _Q8_BLOCKS:
+            raise ValueError(f"block_size must be one of {_Q8_BLOCKS} (a power-of-two multiple of the kernels' "
+                             f"256-element tile), got {block_size!r}")
+        if isinstance(min_8bit_size, bool) or not isinstance(min_8bit_size, int) or min_8bit_size < 0:
+            raise ValueError(f"min_8bit_size must be a non-negative int, got {min_8bit_size!r}")
+        if state_bits == 8 and param_rounding != "nearest":
+            raise ValueError(f"param_rounding={param_rounding!r} cannot be combined with state_bits=8")
 
     def _fill_defaults(self, group):
         for k, v in self.defaults.items():
@@ -114,7 +143,10 @@ class FusedOptimizer(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         g = self.param_groups[-1]
-        self._check_state_options(g.get("state_dtype"), g.get("param_rounding", "nearest"))
+        if g.get("state_bits") == 16 and g.get("state_dtype") is None:
+            g["state_dtype"] = torch.bfloat16
+        self._check_state_options(g.get("state_dtype"), g.get("param_rounding", "nearest"), g.get("state_bits", 32),
+                                  g.get("min_8bit_size", 4096), g.get("block_size", 256))
         self._plans = {}
 
     def __setstate__(self, state):
@@ -161,19 +193,58 @@ class FusedOptimizer(Optimizer):
                              "tensors in place, pass the base tensor instead")
         if p.numel() and g.stride() != p.stride():
             raise ValueError(f"{where}: grad strides {g.stride()} differ from param strides {p.stride()}")
+        if p.dtype == torch.float64 and self._wants_8bit(p, group):
+            raise ValueError(f"{where}: state_bits=8 needs float32, float16 or bfloat16 params (this one is "
+                             "float64); put it in a param group with state_bits=32")
         if group.get("param_rounding", "nearest") != "nearest" and p.dtype != torch.bfloat16:
             raise ValueError(f"{where}: param_rounding={group['param_rounding']!r} applies to bfloat16 params "
                              f"only, this one is {p.dtype}")
+
+    @staticmethod
+    def _wants_8bit(p: Tensor, group) -> bool:
+        """8-bit states for this param: the group asks for them, the param has at least
+        min_8bit_size elements (decided on the param's numel), and it was not registered for 32-bit
+        state (fusedopt.register_32bit_state, e.g. by fusedopt.nn.StableEmbedding)."""
+        return (group.get("state_bits", 32) == 8 and p.numel() >= group.get("min_8bit_size", 4096)
+                and not getattr(p, "_fusedopt_32bit_state", False))
+
+    def _is_8bit(self, p: Tensor, group) -> bool:
+        """Whether p's states are 8-bit: fixed when the state is created, read back from it."""
+        st = self.state.get(p)
+        if st:
+            for key in RULES[self._rule].slots:
+                if key in st:
+                    return st[key].dtype == torch.uint8
+        return self._wants_8bit(p, group)
+
+    @staticmethod
+    def _quantized_state(src: Tensor, p: Tensor, key: str, block: int) -> tuple:
+        """(codes, absmax) of the float values `src` for the state `key` of `p` (codes keep p's
+        strides: blocks follow the memory order, as the kernels walk it)."""
+        codes = torch.empty_like(p, dtype=torch.uint8, memory_format=torch.preserve_format)
+        flat = src.to(device=p.device, dtype=torch.float32)
+        # the values in memory order of codes (same strides as p)
+        ordered = torch.empty_like(codes, dtype=torch.float32)
+        ordered.copy_(flat)
+        c, am = quantize_blockwise(_memory_view(ordered), block, SIGNED_KEYS[key])
+        _memory_view(codes).copy_(c)
+        return codes, am
 
     def _ensure_state(self, p: Tensor, group, slots_on: tuple) -> dict:
         state = self.state[p]
         if "step" not in state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        q8 = self._is_8bit(p, group)
         sdt = self._state_dtype_for(p, group)
         for key, on in zip(RULES[self._rule].slots, slots_on):
             if on and key not in state:
-                state[key] = torch.full_like(p, self._state_init_value(key, group), dtype=sdt,
-                                             memory_format=torch.preserve_format)
+                init = torch.full_like(p, self._state_init_value(key, group), dtype=sdt,
+                                       memory_format=torch.preserve_format)
+                if q8:
+                    state[key], state[key + ABSMAX_SUFFIX] = self._quantized_state(init, p, key,
+                                                                                   group.get("block_size", 256))
+                else:
+                    state[key] = init
         for key, init in RULES[self._rule].scalars:
             if key not in state:
                 state[key] = torch.full((), init, dtype=torch.float32, device=p.device)
@@ -184,7 +255,8 @@ class FusedOptimizer(Optimizer):
     # -- step ---------------------------------------------------------------------------
     def _build_plan(self, gi: int, group, grads: list) -> list:
         """Buckets of one group: [(device, [indices], [params], [[state lists], [scalar-state lists]],
-        [steps], [comps])]; the state lists are passed to the op in that order."""
+        [steps], [comps], absmax)]; the state lists are passed to the op in that order. absmax is None
+        for float states, else per state slot the list of `<key>_absmax` tensors (8-bit states)."""
         slots_on = self._active_slots(group)
         kahan = group.get("param_rounding") == "kahan"
         buckets: dict = {}
@@ -193,16 +265,21 @@ class FusedOptimizer(Optimizer):
                 continue
             self._validate_param(p, g, gi, pi, group)
             st = self._ensure_state(p, group, slots_on)
-            key = (p.device, p.dtype)
+            q8 = st[next(k for k, on in zip(RULES[self._rule].slots, slots_on) if on)].dtype == torch.uint8 \
+                if any(slots_on) else False
+            key = (p.device, p.dtype, q8)
             b = buckets.get(key)
             scalars = RULES[self._rule].scalars
             if b is None:
-                b = buckets[key] = (p.device, [], [], [[] for _ in range(len(slots_on) + len(scalars))], [], [])
+                b = buckets[key] = (p.device, [], [], [[] for _ in range(len(slots_on) + len(scalars))], [], [],
+                                    [[] for _ in slots_on] if q8 else None)
             b[1].append(pi)
             b[2].append(p)
             for k, (skey, on) in enumerate(zip(RULES[self._rule].slots, slots_on)):
                 if on:
                     b[3][k].append(st[skey])
+                    if q8:
+                        b[6][k].append(st[skey + ABSMAX_SUFFIX])
             for k, (skey, _) in enumerate(scalars):
                 b[3][len(slots_on) + k].append(st[skey])
             b[4].append(st["step"])
@@ -249,7 +326,10 @@ class FusedOptimizer(Optimizer):
             else:
                 lr_f, lr_t = float(lr), None
             kernel = op(self._rule)
-            for device, idx, params, states, steps, comps in plan:
+            block = group.get("block_size", 256)
+            for device, idx, params, states, steps, comps, absmax in plan:
+                # 8-bit states: one flat absmax list, list-major over the state lists in use
+                flat_absmax = None if absmax is None else [t for lst in absmax for t in lst]
                 bgrads = [grads[i] for i in idx]
                 gs = grad_scale if grad_scale is None or grad_scale.device == device else grad_scale.to(device)
                 fi = found_inf if found_inf is None or found_inf.device == device else found_inf.to(device)
@@ -258,7 +338,7 @@ class FusedOptimizer(Optimizer):
                     lt = lt.to(device)
                 try:
                     kernel(params, bgrads, *states, steps, comps, hyper=hyper, lr=lr_f, lr_tensor=lt,
-                           grad_scale=gs, found_inf=fi, flags=flags)
+                           grad_scale=gs, found_inf=fi, flags=flags, state_absmax=flat_absmax, block_size=block)
                 except RuntimeError:
                     if not compiling:
                         for pi, p in zip(idx, params):
@@ -276,26 +356,58 @@ class FusedOptimizer(Optimizer):
         """
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
+        # state storage (state_bits, min_8bit_size, block_size) stays this optimizer's choice; the
+        # saved states are converted to it below (saved codes are read with the saved block size)
+        storage = [{k: g[k] for k in _STORAGE_KEYS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
         self._plans = {}
+        saved_block = {}
+        for g, own, sg in zip(self.param_groups, storage, saved_groups):
+            g.update(own)
+            for pid in sg["params"]:
+                saved_block[pid] = int(sg.get("block_size", 256))
         for g in self.param_groups:
             self._fill_defaults(g)
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
         scalar_keys = {k for k, _ in RULES[self._rule].scalars}
+        slot_keys = set(RULES[self._rule].slots)
         for pid, p in zip(ids, params):
             if pid not in saved_state:
                 continue
             st = self.state[p]
-            for key, v in saved_state[pid].items():
-                if not isinstance(v, Tensor):
+            group = group_of[id(p)]
+            saved = saved_state[pid]
+            # 8-bit or not is this optimizer's decision for this param (state_bits, min_8bit_size,
+            # register_32bit_state); saved states are converted to it: 8-bit codes + absmax are
+            # kept byte for byte, float states are quantized, 8-bit states dequantized.
+            q8 = self._wants_8bit(p, group) and p.dtype != torch.float64
+            block = group.get("block_size", 256)
+            for key in [k for k in st if k in slot_keys or k.endswith(ABSMAX_SUFFIX)]:
+                del st[key]  # super() put the saved (possibly cast) tensors here
+            for key, v in saved.items():
+                if not isinstance(v, Tensor) or key.endswith(ABSMAX_SUFFIX):
                     continue
                 # copy=True: the optimizer must never alias (and later mutate) the caller's tensors
                 if key == "step" or key in scalar_keys:
                     nv = v.to(device=p.device, dtype=torch.float32, copy=True).reshape(())
+                elif key in slot_keys:
+                    am = saved.get(key + ABSMAX_SUFFIX)
+                    is_codes = v.dtype == torch.uint8 and am is not None
+                    sblock = saved_block.get(pid, 256)
+                    if is_codes and q8 and sblock == block:
+                        st[key] = v.to(device=p.device, copy=True)
+                        st[key + ABSMAX_SUFFIX] = am.to(device=p.device, dtype=torch.float32, copy=True)
+                        continue
+                    if is_codes:
+                        v = dequantize_blockwise(v.contiguous(), am.to(v.device), sblock, SIGNED_KEYS[key]).view(v.shape)
+                    if q8:
+                        st[key], st[key + ABSMAX_SUFFIX] = self._quantized_state(v, p, key, block)
+                        continue
+                    nv = v.to(device=p.device, dtype=self._state_dtype_for(p, group), copy=True)
                 elif v.is_floating_point() and key != "param_comp":
-                    nv = v.to(device=p.device, dtype=self._state_dtype_for(p, group_of[id(p)]), copy=True)
+                    nv = v.to(device=p.device, dtype=self._state_dtype_for(p, group), copy=True)
                 else:
                     nv = v.to(device=p.device, copy=True)
                 st[key] = nv

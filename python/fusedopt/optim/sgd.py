@@ -28,7 +28,8 @@ class SGD(FusedOptimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None, state_dtype=None,
-                 param_rounding="nearest"):
+                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
+                 block_size=256):
         _check_scalar("learning rate", lr)
         _check_scalar("momentum value", momentum)
         _check_scalar("weight_decay value", weight_decay)
@@ -40,7 +41,8 @@ class SGD(FusedOptimizer):
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
                         fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding)
+                         state_dtype=state_dtype, param_rounding=param_rounding,
+                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
 
     def _active_slots(self, group):
         return (group["momentum"] != 0,)

@@ -1,0 +1,227 @@
+// The CUDA tile walk of 8-bit block-wise states (core/q8.h): the per-block functor of mta.cuh for
+// a rule whose states are uint8 codes + per-block absmax. torch-free. Compiled, never run here.
+//
+// One CUDA block (kBlockThreads = 512 threads) streams one chunk (kChunk elements) of a tensor in
+// iterations of kQ8Span = 4096 elements. In an iteration thread t owns the elements
+// base + r * 512 + t (r < 8): every load and store is coalesced, and every warp's 32 elements lie in
+// one quantization block (block sizes are multiples of 256). Per iteration:
+//   1. load p, g and the codes; dequantize with the block's old absmax (map in shared memory);
+//   2. run the rule in registers (a non-finite grad leaves its element unchanged); store p;
+//      keep the new state values in registers;
+//   3. per state the new absmax of every block: a warp max (shuffles) per 32-element segment into
+//      shared memory, then one thread per block takes the max over its B / 32 segments
+//      (B = 256: 8 segments; the span holds 4096 / B blocks);
+//   4. requantize (branchless binary search over the 256 midpoints in shared memory, sign fix for
+//      signed states), store the codes and the new absmax.
+// The absmax of a block is written by the one iteration that holds the whole block: kQ8Span is a
+// multiple of every block size, and chunks (kChunk) are multiples of kQ8Span.
+#pragma once
+#include "../core/aux.h"
+#include "../core/config.h"
+#include "../core/q8.h"
+#include "../core/storage.h"
+#include "../core/traits.h"
+#include "mta.cuh"
+
+namespace fusedopt::cuda {
+
+constexpr int kQ8Rows = 8;                          // elements per thread per iteration
+constexpr int kQ8Span = kBlockThreads * kQ8Rows;    // 4096
+constexpr int kQ8Segs = kQ8Span / 32;               // 32-element segments per iteration
+static_assert(kQ8Span % kQ8MaxBlock == 0 && kChunk % kQ8Span == 0, "blocks must not straddle iterations");
+
+// Device copies of the two maps and their midpoints ({unsigned, signed}).
+static __device__ const float kQ8DevValues[2][256] = {{FO_Q8_UNSIGNED_VALUES}, {FO_Q8_SIGNED_VALUES}};
+static __device__ const float kQ8DevMids[2][256] = {{FO_Q8_UNSIGNED_MIDS}, {FO_Q8_SIGNED_MIDS}};
+
+FO_DEV float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+template <class Rule, int V, class PP>
+struct Q8RuleStep {
+  static constexpr int K = Rule::num_states(V);
+  static_assert(K > 0, "8-bit states need a variant with state");
+  static_assert(reads_grad<Rule>() && writes_param<Rule>(), "8-bit states are for update rules");
+  static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
+  static constexpr bool kAux = HasAux<Rule>;
+  static constexpr int kAuxList = 2 + 2 * K;
+  static constexpr int kDepth = kAuxList + (kAux ? 1 : 0);
+  using GP = typename GradOf<PP>::type;
+  using Ctx = typename Rule::template Ctx<float>;
+
+  double hyper[kMaxHyper];
+  double lr;
+  const float* lr_ptr;
+  const float* grad_scale;
+  const float* found_inf;
+  int64_t flags;
+  int block;
+  uint32_t signed_slots;
+  bool step_f64;
+
+  static Q8RuleStep from(const Launch& L) {
+    Q8RuleStep f;
+    for (int h = 0; h < kMaxHyper; ++h) f.hyper[h] = L.hyper[h];
+    f.lr = L.lr;
+    f.lr_ptr = L.lr_ptr;
+    f.grad_scale = L.grad_scale;
+    f.found_inf = L.found_inf;
+    f.flags = L.flags;
+    f.block = L.q8_block;
+    f.signed_slots = L.q8_signed_slots;
+    f.step_f64 = L.step_f64;
+    return f;
+  }
+
+  // Metadata lists of one tensor: param, grad, codes of each state, absmax of each state, [aux].
+  struct Lists {
+    static void get(const TensorPtrs& tp, void** out) {
+      out[0] = tp.param;
+      out[1] = tp.grad;
+      for (int k = 0; k < K; ++k) out[2 + k] = tp.state[k];
+      for (int k = 0; k < K; ++k) out[2 + K + k] = tp.absmax[k];
+      if constexpr (kAux) out[kAuxList] = tp.aux;
+    }
+  };
+
+  FO_DEV void operator()(const TensorListMeta<kDepth>& m, int b) const {
+    if (found_inf != nullptr && *found_inf != 0.0f) return;  // skipped step: touch nothing
+    __shared__ float s_val[2][256];
+    __shared__ float s_mid[2][256];
+    __shared__ float s_seg[K][kQ8Segs];
+    __shared__ float s_blk[K][kQ8Span / kQ8Tile];
+    for (int i = int(threadIdx.x); i < 512; i += int(blockDim.x)) {
+      s_val[i >> 8][i & 255] = kQ8DevValues[i >> 8][i & 255];
+      s_mid[i >> 8][i & 255] = kQ8DevMids[i >> 8][i & 255];
+    }
+
+    const int t = m.block_tensor[b];
+    const int64_t begin = int64_t(m.block_chunk[b]) * kChunk;
+    const int64_t rest = m.numel[t] - begin;
+    const int len = rest < kChunk ? int(rest) : int(kChunk);
+    const double step = step_f64 ? *static_cast<const double*>(m.step[t])
+                                 : double(*static_cast<const float*>(m.step[t]));
+    const double lr_v = lr_ptr != nullptr ? double(*lr_ptr) : lr;
+    double aux = 0.0;
+    if constexpr (kAux) aux = double(*static_cast<const float*>(m.addr[kAuxList][t]));
+    const Ctx c = make_ctx<Rule, float>(hyper, lr_v, step, rule_flags(flags), aux);
+
+    TensorPtrs tp{};
+    tp.param = m.addr[0][t];
+    tp.grad = m.addr[1][t];
+    const PP pp = ParamMaker<PP>::make(tp, sr_seed(m.index[t], step));
+    const GP gp = make_plain<GP>(tp.grad);
+    uint8_t* codes[K];
+    float* absmax[K];
+    int sgn[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      codes[k] = static_cast<uint8_t*>(m.addr[2 + k][t]);
+      absmax[k] = static_cast<float*>(m.addr[2 + K + k][t]);
+      sgn[k] = int((signed_slots >> k) & 1u);
+    }
+    if constexpr (K > 1) {
+      if (swap01<Rule>(c)) {  // core/traits.h: slots 0 and 1 trade lists (codes, absmax and map)
+        uint8_t* c0 = codes[0];
+        codes[0] = codes[1];
+        codes[1] = c0;
+        float* a0 = absmax[0];
+        absmax[0] = absmax[1];
+        absmax[1] = a0;
+        const int s0 = sgn[0];
+        sgn[0] = sgn[1];
+        sgn[1] = s0;
+      }
+    }
+    const bool scaled = grad_scale != nullptr;
+    const float scale = scaled ? *grad_scale : 1.0f;
+    const float gsign = (flags & kFlagMaximize) ? -1.0f : 1.0f;
+    const int shift = __ffs(block) - 1;
+    const int segs_per_block = block >> 5;
+    const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+    __syncthreads();
+
+    for (int base = 0; base < len; base += kQ8Span) {
+      float nv[K][kQ8Rows];
+      // 1-2: dequantize, update, store p
+#pragma unroll
+      for (int r = 0; r < kQ8Rows; ++r) {
+        const int li = base + r * kBlockThreads + int(threadIdx.x);
+#pragma unroll
+        for (int k = 0; k < K; ++k) nv[k][r] = 0.0f;
+        if (li < len) {
+          const int64_t i = begin + li;
+          float g = gp.load(i);
+          if (scaled) {
+            g = g / scale;
+            gp.store(i, g);
+          }
+          g = g * gsign;
+          const float p0 = pp.load(i);
+          float s0[kMaxStates], s[kMaxStates];
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            s0[k] = s_val[sgn[k]][codes[k][i]] * absmax[k][i >> shift];
+            s[k] = s0[k];
+          }
+          float p = p0;
+          Rule::template update<V>(p, g, s, c);
+          const bool ok = (g - g) == 0.0f;  // finite grad
+          pp.store(i, ok ? p : p0);
+#pragma unroll
+          for (int k = 0; k < K; ++k) nv[k][r] = ok ? s[k] : s0[k];
+        }
+      }
+      // 3: absmax of every block of the span (finite values only; absent elements count as 0)
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+#pragma unroll
+        for (int r = 0; r < kQ8Rows; ++r) {
+          const float w = warp_max(q8_abs_finite(nv[k][r]));
+          if (lane == 0) s_seg[k][r * (kBlockThreads / 32) + warp] = w;
+        }
+      }
+      __syncthreads();
+      const int nblk = kQ8Span >> shift;
+      if (int(threadIdx.x) < K * nblk) {
+        const int k = int(threadIdx.x) / nblk, q = int(threadIdx.x) % nblk;
+        float mx = 0.0f;
+        for (int s = q * segs_per_block; s < (q + 1) * segs_per_block; ++s) mx = fmaxf(mx, s_seg[k][s]);
+        s_blk[k][q] = mx;
+        const int64_t first = begin + base + int64_t(q) * block;
+        if (first < begin + len && !(kReadOnly & (1u << k))) absmax[k][first >> shift] = mx;
+      }
+      __syncthreads();
+      // 4: requantize and store the codes
+#pragma unroll
+      for (int r = 0; r < kQ8Rows; ++r) {
+        const int li = base + r * kBlockThreads + int(threadIdx.x);
+        if (li < len) {
+          const int64_t i = begin + li;
+          const int q = (r * kBlockThreads + int(threadIdx.x)) >> shift;
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            if (kReadOnly & (1u << k)) continue;  // core/traits.h: loaded, not stored
+            const float inv = q8_inv(s_blk[k][q]);
+            const float x = nv[k][r];
+            int code = q8_encode_search(s_mid[sgn[k]], q8_normalise(x, inv, sgn[k] ? -1.0f : 0.0f));
+            if (sgn[k]) code = q8_sign_fix(code, x);
+            codes[k][i] = uint8_t(code);
+          }
+        }
+      }
+      __syncthreads();  // s_seg / s_blk are reused by the next iteration
+    }
+  }
+};
+
+// 8-bit states go with plain fp32 / fp16 / bf16 params only (the glue refuses the other modes).
+template <class PP> constexpr bool kQ8Param = false;
+template <> inline constexpr bool kQ8Param<F32Store<float>> = true;
+template <> inline constexpr bool kQ8Param<F16Store<float>> = true;
+template <> inline constexpr bool kQ8Param<BF16Store<float>> = true;
+
+}  // namespace fusedopt::cuda

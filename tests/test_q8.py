@@ -1,0 +1,558 @@
+"""8-bit block-wise dynamic states (ALGORITHMS.md §19): the codec against bitsandbytes and torchao,
+every stateful rule's 8-bit update against a dequantize -> fp32 update -> requantize reference
+(resynchronised every step), state_dict conversions, opt-outs, memory, training equivalence."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import fusedopt
+from fusedopt import dequantize_blockwise, qmap, quantize_blockwise
+
+from .helpers import assert_close, assert_mostly_close, clone_params, make_params, set_grads
+from .reference import init_state
+from .specs import CASES, SPECS
+
+bnbF = pytest.importorskip("bitsandbytes.functional")
+ao_qu = pytest.importorskip("torchao.optim.quant_utils")
+
+
+# ---- a pure-PyTorch codec: the reference the kernels must match bit for bit ----------------------
+def _mids(signed):
+    v = qmap(signed)
+    return torch.cat([(v[:-1] + v[1:]) * 0.5, torch.tensor([math.inf])])
+
+
+def ref_quantize(x, block, signed, sign_fix=False):
+    """codes = #{k : mid[k] <= x * (1/absmax)} (clamped, NaN -> 0), absmax over finite |x|."""
+    flat = x.detach().reshape(-1).float()
+    n = flat.numel()
+    nb = (n + block - 1) // block
+    pad = torch.zeros(nb * block)
+    pad[:n] = flat
+    pad = pad.view(nb, block)
+    a = torch.where(torch.isfinite(pad), pad.abs(), torch.zeros(())).amax(1) if nb else torch.zeros(0)
+    inv = torch.where(a > 0, 1.0 / a, torch.zeros(()))
+    xn = pad * inv[:, None]
+    xn = torch.nan_to_num(xn, nan=0.0).clamp(-1.0 if signed else 0.0, 1.0)
+    codes = torch.searchsorted(_mids(signed), xn.reshape(-1), right=True).view(nb, block)
+    if sign_fix:
+        codes = codes + ((pad > 0) & (codes <= 127)).long() - ((pad < 0) & (codes >= 127)).long()
+    return codes.reshape(-1)[:n].to(torch.uint8).view(x.shape), a
+
+
+def ref_dequantize(codes, absmax, block, signed):
+    v = qmap(signed)[codes.reshape(-1).long()]
+    idx = torch.arange(codes.numel()) // block
+    return (v * absmax[idx]).view(codes.shape)
+
+
+# ---- codec -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [True, False])
+def test_maps_equal_bitsandbytes_and_torchao(signed):
+    ours = qmap(signed)
+    assert ours.dtype == torch.float32 and ours.numel() == 256
+    assert torch.equal(ours, bnbF.create_dynamic_map(signed=signed))
+    assert torch.equal(ours, torch.tensor(ao_qu.create_dynamic_map(signed), dtype=torch.float32))
+    assert bool((ours[1:] > ours[:-1]).all())
+    assert ours[255] == 1.0 and (ours[127] == 0.0 if signed else ours[0] == 0.0)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 1000, 70001])
+@pytest.mark.parametrize("block", [256, 64, 4096, 1])
+def test_codec_matches_reference_exactly(n, block, signed):
+    g = torch.Generator().manual_seed(n + block)
+    x = torch.randn(n, generator=g) * torch.logspace(-6, 2, n if n else 1)[:n]
+    codes, absmax = quantize_blockwise(x, block, signed)
+    assert codes.dtype == torch.uint8 and codes.shape == x.shape
+    assert absmax.dtype == torch.float32 and absmax.numel() == (n + block - 1) // block
+    rc, ra = ref_quantize(x, block, signed)
+    assert torch.equal(absmax, ra)
+    assert torch.equal(codes, rc)
+    back = dequantize_blockwise(codes, absmax, block, signed)
+    assert torch.equal(back, ref_dequantize(codes, absmax, block, signed))
+    if n:
+        # round-trip error: at most half the widest gap of the map, times the block's absmax
+        v = qmap(signed)
+        half_gap = float((v[1:] - v[:-1]).max()) / 2
+        bound = absmax[torch.arange(n) // block] * half_gap * (1 + 1e-5)
+        xs = x if signed else x.clamp(min=0)
+        assert bool(((back - xs).abs() <= bound).all())
+
+
+def test_codec_exhaustive_over_float_patterns():
+    """Every 1021st float32 bit pattern in [-1, 1] plus every midpoint and its float neighbours:
+    the kernel's one-comparison bucket encoder equals the binary search (searchsorted)."""
+    pos = torch.arange(0, 0x3F800001, 1021, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    for signed in (True, False):
+        m = _mids(signed)[:255]
+        near = torch.cat([m, torch.nextafter(m, torch.tensor(2.0)), torch.nextafter(m, torch.tensor(-2.0))])
+        x = torch.cat([pos, -pos, near, torch.tensor([1.0, -1.0, 0.0, -0.0])])
+        x = x if signed else x.clamp(min=0)
+        # absmax 1 per block: put a 1.0 in each block of 256
+        xb = torch.cat([x, torch.zeros((-x.numel()) % 255)]).view(-1, 255)
+        xb = torch.cat([torch.ones(xb.shape[0], 1), xb], 1).reshape(-1)
+        codes, absmax = quantize_blockwise(xb, 256, signed)
+        assert bool((absmax == 1).all())
+        assert torch.equal(codes.long(), torch.searchsorted(_mids(signed), xb, right=True))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_codes_agree_with_bitsandbytes_and_torchao_except_near_ties(signed):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(256 * 64, generator=g) * torch.logspace(-5, 1, 256 * 64)
+    if not signed:
+        x = x.abs()
+    codes, absmax = quantize_blockwise(x, 256, signed)
+    mids = _mids(signed)
+    xn = (x.view(-1, 256) * (1.0 / absmax)[:, None]).reshape(-1)
+
+    def near_tie(mask, other):
+        lo = torch.minimum(codes.long(), other.long())[mask]
+        gap = (qmap(signed)[lo + 1] - qmap(signed)[lo])
+        return bool(((xn[mask] - mids[lo]).abs() <= 1e-6 * gap + 2e-7 * xn[mask].abs()).all()) and bool(
+            ((codes.long() - other.long()).abs()[mask] == 1).all())
+
+    # torchao: x / absmax then floor search + residual >= half-gap (rounds ties up, as we do)
+    xs, scale = ao_qu.scale_tensor(x.clone(), 256)
+    ao_codes = ao_qu.quantize_8bit_with_qmap(xs, qmap(signed))
+    assert torch.allclose(scale, absmax)
+    diff = ao_codes != codes
+    assert int(diff.sum()) <= 16 and near_tie(diff, ao_codes), int(diff.sum())
+    # bitsandbytes (CPU): its encoder is not exactly nearest (measured: ~0.1% of the codes differ, by one or two codes,
+    # up to 60% of a gap from the midpoint). Where they differ ours is the nearer value, never farther.
+    b_codes, state = bnbF.quantize_blockwise(x, code=qmap(signed), blocksize=256)
+    assert torch.equal(state.absmax, absmax)
+    diff = b_codes != codes
+    assert int(diff.sum()) <= 0.005 * x.numel(), int(diff.sum())
+    assert bool(((codes.long() - b_codes.long()).abs()[diff] <= 2).all())
+    v = qmap(signed)
+    assert bool(((v[codes.long()] - xn).abs()[diff] <= (v[b_codes.long()] - xn).abs()[diff]).all())
+    # dequantization is the same map lookup times absmax
+    assert torch.equal(bnbF.dequantize_blockwise(codes, state), dequantize_blockwise(codes, absmax, 256, signed))
+
+
+def test_codec_zero_block_nan_inf_and_dtypes():
+    x = torch.zeros(600)
+    x[300:] = torch.randn(300)
+    x[310] = float("nan")
+    x[320] = float("inf")
+    x[330] = -float("inf")
+    codes, absmax = quantize_blockwise(x, 256, True)
+    assert absmax[0] == 0 and bool((codes[:256] == 127).all())  # all-zero block: code of 0, absmax 0
+    fin = x[256:512][torch.isfinite(x[256:512])]
+    assert absmax[1] == fin.abs().max()  # non-finite values do not enter absmax
+    assert codes[310] == 127  # NaN -> 0
+    assert codes[320] == 255 and codes[330] == 0  # inf -> +1 * absmax, -inf -> most negative code
+    back = dequantize_blockwise(codes, absmax, 256, True)
+    assert bool(torch.isfinite(back).all())
+    for dt in (torch.float16, torch.bfloat16):
+        c, a = quantize_blockwise(x[300:].to(dt), 256, True)
+        rc, ra = ref_quantize(x[300:].to(dt).float(), 256, True)
+        assert torch.equal(c, rc) and torch.equal(a, ra)
+        assert dequantize_blockwise(c, a, 256, True, dtype=dt).dtype == dt
+
+
+def test_codec_bad_inputs():
+    x = torch.randn(300)
+    with pytest.raises(RuntimeError, match="block_size must be a positive"):
+        quantize_blockwise(x, 0)
+    with pytest.raises(RuntimeError, match="x must be float32, float16 or bfloat16"):
+        quantize_blockwise(x.double())
+    c, a = quantize_blockwise(x)
+    with pytest.raises(RuntimeError, match="codes must be a uint8 tensor"):
+        dequantize_blockwise(c.int(), a)
+    with pytest.raises(RuntimeError, match=r"absmax must be a float32 tensor of ceil\(codes.numel\(\) / block_size\) = 2"):
+        dequantize_blockwise(c, a[:1])
+
+
+# ---- every stateful rule: 8-bit update == dequantize -> fp32 update -> requantize --------------------
+Q8_SHAPES = [(4097,), (3, 300), (1,), (256,), (0,), (257, 3)]
+Q8_CASES = [(s, o) for s, o in CASES if s.keys(o)]
+Q8_IDS = [s.id(o) for s, o in Q8_CASES]
+
+
+def _state_keys(spec, opts):
+    return spec.keys(opts)
+
+
+def _read_only_keys(spec, t):
+    """States the rule reads but does not change at step t (core/traits.h read_only_states + swap01):
+    PNM and AdaPNM update one momentum buffer per step, by the parity of t."""
+    if spec.name == "pnm":
+        return {"neg_momentum"} if t % 2 == 1 else {"pos_momentum"}
+    if spec.name == "adapnm":
+        return {"neg_exp_avg"} if t % 2 == 1 else {"exp_avg"}
+    return set()
+
+
+def _resync_ref(ours, ref, ps, qs, keys, block):
+    """Reference optimizer := our params and our dequantized states (as bnb's tests resync)."""
+    for p, q in zip(ps, qs):
+        q.data.copy_(p.data)
+        so, sr = ours.state[p], ref.state[q]
+        for k, v in so.items():
+            if k.endswith("_absmax"):
+                continue
+            if k in keys:
+                sr[k].copy_(dequantize_blockwise(v, so[k + "_absmax"], block, fusedopt._ops.SIGNED_KEYS[k]))
+            elif torch.is_tensor(v):
+                sr[k].copy_(v)
+
+
+@pytest.mark.parametrize("spec,opts", Q8_CASES, ids=Q8_IDS)
+def test_8bit_update_matches_requantized_fp32_rule(spec, opts):
+    block = 256
+    ps = make_params(Q8_SHAPES, seed=5)
+    qs = clone_params(ps)
+    ours = spec.ours(ps, lr=spec.lr, state_bits=8, min_8bit_size=0, **opts)
+    ref = spec.ours(qs, lr=spec.lr, **opts)  # the same rule with fp32 states
+    keys = _state_keys(spec, opts)
+    ref_ps64 = None
+    for t in range(1, 13):
+        set_grads([ps, qs], t)
+        if t > 1:
+            _resync_ref(ours, ref, ps, qs, keys, block)
+            # an independent check of the update itself: the float64 equations from the same start
+            ref_ps64 = [q.detach().double().clone() for q in qs]
+            st64 = [{k: ref.state[q][k].double().clone() for k in keys} for q in qs]
+            for q, st in zip(qs, st64):
+                for k, v in ref.state[q].items():
+                    if k != "step" and torch.is_tensor(v) and v.dim() == 0:
+                        st[k] = v.item()
+            hyper = dict(spec.defaults, **opts, lr=spec.lr)
+            for p64, q, st in zip(ref_ps64, qs, st64):
+                spec.reference(p64, q.grad.double(), st, t, **hyper)
+        untouched = _read_only_keys(spec, t)
+        kept = {i: {k: (ours.state[p][k].clone(), ours.state[p][k + "_absmax"].clone()) for k in untouched}
+                for i, p in enumerate(ps) if ours.state[p]}
+        ours.step()
+        ref.step()
+        ctx = f"{spec.id(opts)} step {t}"
+        for i, (p, q) in enumerate(zip(ps, qs)):
+            assert_close(p, q, msg=f"{ctx} param {i}", rtol=0, atol=0)
+            if ref_ps64 is not None and p.numel():
+                assert_mostly_close(p.double(), ref_ps64[i], msg=f"{ctx} param {i} vs float64",
+                                    rtol=2e-6, atol=2e-7 * spec.atol_scale, max_frac=1e-3)
+            so = ours.state[p]
+            for k in keys:
+                assert so[k].dtype == torch.uint8, (ctx, k)
+                if k in untouched and i in kept:
+                    # a state the rule only reads this step is not requantized: its codes and absmax stay
+                    # bit for bit (requantizing would shrink a block whose largest value is negative,
+                    # since the signed map's most negative code is -0.99297, not -1)
+                    assert torch.equal(so[k], kept[i][k][0]) and torch.equal(so[k + "_absmax"], kept[i][k][1]), \
+                        f"{ctx} {k} of param {i} was rewritten"
+                    continue
+                signed = fusedopt._ops.SIGNED_KEYS[k]
+                rc, ra = ref_quantize(ref.state[q][k], block, signed, sign_fix=signed)
+                assert torch.equal(so[k + "_absmax"], ra), f"{ctx} {k}_absmax of param {i}"
+                assert torch.equal(so[k], rc), f"{ctx} {k} codes of param {i}"
+
+
+def test_signedness_declared_once_in_the_rule_table():
+    from fusedopt._ops import RULES, SIGNED_KEYS, UNSIGNED_STATES
+
+    assert set(UNSIGNED_STATES) == set(RULES)
+    assert SIGNED_KEYS["exp_avg"] and not SIGNED_KEYS["exp_avg_sq"] and not SIGNED_KEYS["sum"]
+    assert SIGNED_KEYS["momentum_buffer"] and not SIGNED_KEYS["square_avg"]
+    for name, spec in RULES.items():
+        assert UNSIGNED_STATES[name] <= set(spec.slots)
+
+
+def test_sign_preserving_requantization():
+    """A tiny momentum next to a large one keeps its sign instead of collapsing to 0."""
+    p = torch.zeros(4096, requires_grad=True)
+    opt = fusedopt.SGD([p], lr=0.0, momentum=0.9, state_bits=8, min_8bit_size=0)
+    g = torch.zeros(4096)
+    g[0], g[1], g[2] = 1.0, 1e-9, -1e-9
+    p.grad = g
+    opt.step()
+    codes = opt.state[p]["momentum_buffer"]
+    assert codes[1] == 128 and codes[2] == 126 and codes[3] == 127
+    plain, _ = quantize_blockwise(g, 256, True)
+    assert plain[1] == 127 and plain[2] == 127  # the standalone codec does not do this
+
+
+def test_nonfinite_grads_do_not_poison_a_block():
+    p = torch.randn(1024, requires_grad=True)
+    p0 = p.detach().clone()
+    opt = fusedopt.AdamW([p], lr=1e-2, state_bits=8, min_8bit_size=0)
+    p.grad = torch.randn(1024)
+    opt.step()
+    st = {k: v.clone() for k, v in opt.state[p].items()}
+    p1 = p.detach().clone()
+    g = torch.randn(1024)
+    g[5], g[300] = float("nan"), float("inf")
+    p.grad = g
+    opt.step()
+    assert p[5] == p1[5] and p[300] == p1[300]  # element skipped
+    assert bool(torch.isfinite(p).all()) and bool((p != p1).sum() >= 1000)
+    for k in ("exp_avg_absmax", "exp_avg_sq_absmax"):
+        assert bool(torch.isfinite(opt.state[p][k]).all())
+    assert not torch.equal(p0, p1)
+    assert st["exp_avg"].dtype == torch.uint8
+
+
+# ---- bitsandbytes' AdamW8bit on the CPU -------------------------------------------------------------
+def test_close_to_bitsandbytes_adamw8bit_cpu():
+    """bnb's CPU path: dequantize -> torch AdamW (decay before the step, as ours) -> requantize,
+    without the sign fix and with its own encoder (codes differ at near-ties). Over 10 steps from
+    the same start the params stay close; the 8-bit states dequantize close to each other."""
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    ps = [torch.randn(64, 256, requires_grad=True), torch.randn(8192, requires_grad=True)]
+    qs = clone_params(ps)
+    ours = fusedopt.AdamW8bit(ps, lr=1e-3, weight_decay=0.1)
+    theirs = bnb.optim.AdamW8bit(qs, lr=1e-3, weight_decay=0.1)
+    for t in range(1, 11):
+        set_grads([ps, qs], t)
+        ours.step()
+        theirs.step()
+    for p, q in zip(ps, qs):
+        diff = (p.detach() - q.detach()).abs()
+        assert float(diff.max()) < 2e-4, float(diff.max())
+        so, sq = ours.state[p], theirs.state[q]
+        m_ours = dequantize_blockwise(so["exp_avg"], so["exp_avg_absmax"], 256, True)
+        m_bnb = dequantize_blockwise(sq["state1"], sq["absmax1"], 256, True)
+        assert_mostly_close(m_ours, m_bnb.view_as(m_ours), atol=0.02 * float(so["exp_avg_absmax"].max()),
+                            max_frac=1e-3, outlier_rtol=0.2)
+
+
+# ---- optimizer plumbing -------------------------------------------------------------------------------
+def test_min_8bit_size_override_and_stable_embedding():
+    big, small, forced = torch.randn(4096, requires_grad=True), torch.randn(4095, requires_grad=True), \
+        torch.randn(5000, requires_grad=True)
+    fusedopt.register_32bit_state(forced)
+    emb = fusedopt.nn.StableEmbedding(300, 16)
+    grp32 = torch.randn(8000, requires_grad=True)
+    opt = fusedopt.AdamW8bit([{"params": [big, small, forced, emb.weight]},
+                              {"params": [grp32], "state_bits": 32}])
+    for p in (big, small, forced, emb.weight, grp32):
+        p.grad = torch.randn_like(p)
+    opt.step()
+    assert opt.state[big]["exp_avg"].dtype == torch.uint8 and "exp_avg_absmax" in opt.state[big]
+    for p in (small, forced, emb.weight, grp32):
+        assert opt.state[p]["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in opt.state[p]
+    # StableEmbedding: Xavier init bounds, LayerNorm output, padding row zero
+    e = fusedopt.nn.StableEmbedding(100, 32, padding_idx=0)
+    bound = math.sqrt(6 / (100 + 32))
+    assert float(e.weight.abs().max()) <= bound and bool((e.weight[0] == 0).all())
+    out = e(torch.tensor([[1, 2, 3]]))
+    assert out.shape == (1, 3, 32)
+    assert_close(out.mean(-1), torch.zeros(1, 3), atol=1e-5, rtol=0)
+    assert getattr(e.weight, "_fusedopt_32bit_state", False)
+
+
+def test_state_bits_options_and_bad_inputs():
+    p = torch.randn(5000, requires_grad=True)
+    with pytest.raises(ValueError, match="state_bits must be 8, 16 or 32"):
+        fusedopt.AdamW([p], state_bits=4)
+    with pytest.raises(ValueError, match="block_size must be one of"):
+        fusedopt.AdamW([p], state_bits=8, block_size=300)
+    with pytest.raises(ValueError, match="block_size must be one of"):
+        fusedopt.AdamW([p], state_bits=8, block_size=0)
+    with pytest.raises(ValueError, match="percentile_clipping=5 is not supported"):
+        fusedopt.AdamW8bit([p], percentile_clipping=5)
+    with pytest.raises(ValueError, match="block_wise=False is not supported"):
+        fusedopt.Adam8bit([p], block_wise=False)
+    with pytest.raises(ValueError, match="is_paged"):
+        fusedopt.Lion8bit([p], is_paged=True)
+    with pytest.raises(ValueError, match="param_rounding"):
+        fusedopt.AdamW([p.bfloat16()], state_bits=8, param_rounding="stochastic")
+    # state_bits=16 is bfloat16 states
+    o = fusedopt.AdamW([p], state_bits=16)
+    p.grad = torch.randn_like(p)
+    o.step()
+    assert o.state[p]["exp_avg"].dtype == torch.bfloat16
+    # fp64 params cannot take 8-bit states: clear error naming the param
+    d = torch.randn(5000, dtype=torch.float64, requires_grad=True)
+    d.grad = torch.randn_like(d)
+    with pytest.raises(ValueError, match=r"params'\]\[0\].*float64"):
+        fusedopt.AdamW([d], state_bits=8).step()
+
+
+def _q8_op_args(n=512, block=256):
+    p = torch.randn(n)
+    g = torch.randn(n)
+    m, am_m = quantize_blockwise(torch.zeros(n), block, True)
+    v, am_v = quantize_blockwise(torch.zeros(n), block, False)
+    return p, g, m, v, am_m, am_v, torch.zeros(())
+
+
+def test_op_rejects_bad_codes_and_absmax():
+    op = torch.ops.fusedopt.adamw_
+    hyper = [0.9, 0.999, 1e-8, 0.0]
+    p, g, m, v, am_m, am_v, step = _q8_op_args()
+    with pytest.raises(RuntimeError, match=r"exp_avg_sqs\[0\].*has dtype Float but other states have Byte"):
+        op([p], [g], [m], [v.float()], [], [step], [], hyper=hyper, lr=1e-3, state_absmax=[am_m, am_v])
+    with pytest.raises(RuntimeError, match=r"exp_avgs\[0\].*has shape"):
+        op([p], [g], [m[:100]], [v], [], [step], [], hyper=hyper, lr=1e-3, state_absmax=[am_m, am_v])
+    with pytest.raises(RuntimeError, match=r"state_absmax for exp_avg_sqs\[0\] must be a contiguous float32 tensor"):
+        op([p], [g], [m], [v], [], [step], [], hyper=hyper, lr=1e-3, state_absmax=[am_m, am_v[:1]])
+    with pytest.raises(RuntimeError, match="8-bit states need state_absmax with 2 x 1 tensors"):
+        op([p], [g], [m], [v], [], [step], [], hyper=hyper, lr=1e-3)
+    with pytest.raises(RuntimeError, match="block_size 300 is not supported"):
+        op([p], [g], [m], [v], [], [step], [], hyper=hyper, lr=1e-3, state_absmax=[am_m, am_v], block_size=300)
+    with pytest.raises(RuntimeError, match="state_absmax was given but the states are not uint8"):
+        op([p], [g], [m.float()], [v.float()], [], [step], [], hyper=hyper, lr=1e-3, state_absmax=[am_m, am_v])
+    assert step.item() == 0  # nothing ran
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_params_with_8bit_states(dtype):
+    ps = make_params([(4097,), (3, 600)], dtype=dtype, seed=2)
+    qs = clone_params(ps)
+    ours = fusedopt.AdamW(ps, lr=1e-2, state_bits=8, min_8bit_size=0)
+    ref = fusedopt.AdamW(qs, lr=1e-2)
+    for t in range(1, 6):
+        set_grads([ps, qs], t)
+        if t > 1:
+            _resync_ref(ours, ref, ps, qs, ["exp_avg", "exp_avg_sq"], 256)
+        ours.step()
+        ref.step()
+        for p, q in zip(ps, qs):
+            assert p.dtype == dtype and ours.state[p]["exp_avg"].dtype == torch.uint8
+            assert torch.equal(p, q)
+
+
+def test_found_inf_skips_and_empty_tensors():
+    ps = [torch.randn(5000, requires_grad=True), torch.zeros(0, requires_grad=True)]
+    opt = fusedopt.AdamW(ps, lr=1e-2, state_bits=8, min_8bit_size=0)
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    before = [(p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}) for p in ps]
+    opt.found_inf = torch.ones(())
+    opt.grad_scale = torch.full((), 2.0)
+    opt.step()
+    del opt.found_inf, opt.grad_scale
+    for p, (pb, sb) in zip(ps, before):
+        assert torch.equal(p, pb)
+        for k, v in sb.items():
+            assert torch.equal(opt.state[p][k], v), k
+    assert opt.state[ps[1]]["exp_avg"].dtype == torch.uint8 and opt.state[ps[1]]["exp_avg_absmax"].numel() == 0
+    opt.step()
+    assert opt.state[ps[1]]["step"] == 2
+
+
+# ---- state_dict ---------------------------------------------------------------------------------------
+def _train(opt, ps, steps, seed):
+    for t in range(steps):
+        set_grads([ps], t, seed=seed)
+        opt.step()
+
+
+def test_state_dict_round_trip_is_byte_exact_and_training_continues_identically():
+    ps = make_params([(5000,), (70, 80), (10,)], seed=1)
+    opt = fusedopt.AdamW(ps, lr=1e-2, state_bits=8)
+    _train(opt, ps, 3, 1)
+    sd = opt.state_dict()
+    qs = clone_params(ps)
+    opt2 = fusedopt.AdamW(qs, lr=1e-2, state_bits=8)
+    opt2.load_state_dict(sd)
+    for p, q in zip(ps, qs):
+        for k, v in opt.state[p].items():
+            assert opt2.state[q][k].dtype == v.dtype and torch.equal(opt2.state[q][k], v), k
+    _train(opt, ps, 3, 2)
+    _train(opt2, qs, 3, 2)
+    for p, q in zip(ps, qs):
+        assert torch.equal(p, q)
+        for k, v in opt.state[p].items():
+            assert torch.equal(opt2.state[q][k], v), k
+
+
+def test_state_dict_32bit_to_8bit_and_back_and_out_to_torch():
+    ps = make_params([(5000,), (10,)], seed=4)
+    o32 = fusedopt.AdamW(ps, lr=1e-2)
+    _train(o32, ps, 2, 3)
+    qs = clone_params(ps)
+    o8 = fusedopt.AdamW(qs, lr=1e-2, state_bits=8)
+    o8.load_state_dict(o32.state_dict())  # loading 32-bit states into an 8-bit optimizer quantizes them
+    st = o8.state[qs[0]]
+    rc, ra = ref_quantize(o32.state[ps[0]]["exp_avg"], 256, True)
+    assert torch.equal(st["exp_avg"], rc) and torch.equal(st["exp_avg_absmax"], ra)
+    assert o8.state[qs[1]]["exp_avg"].dtype == torch.float32  # below min_8bit_size
+    # an 8-bit state_dict loads into a 32-bit fusedopt optimizer (dequantized)
+    rs = clone_params(qs)
+    back = fusedopt.AdamW(rs, lr=1e-2)
+    back.load_state_dict(o8.state_dict())
+    assert back.state[rs[0]]["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in back.state[rs[0]]
+    assert torch.equal(back.state[rs[0]]["exp_avg"], dequantize_blockwise(rc, ra, 256, True))
+    # leaving fusedopt: plain fp32 tensors for torch.optim
+    plain = fusedopt.dequantize_state_dict(o8.state_dict())
+    assert all(not k.endswith("_absmax") for s in plain["state"].values() for k in s)
+    assert o8.state[qs[0]]["exp_avg"].dtype == torch.uint8  # the optimizer's own state is untouched
+    ts = clone_params(qs)
+    tor = torch.optim.AdamW(ts, lr=1e-2)
+    tor.load_state_dict(plain)
+    assert torch.equal(tor.state[ts[0]]["exp_avg"], dequantize_blockwise(rc, ra, 256, True))
+    set_grads([ts], 9)
+    tor.step()
+
+
+# ---- memory and training equivalence ------------------------------------------------------------------
+GPT2_BLOCK = [(2304, 768), (2304,), (768, 768), (768,), (3072, 768), (3072,), (768, 3072), (768,), (768,), (768,),
+              (768,), (768,)]
+
+
+def test_state_memory_per_param_gpt2_block_shapes():
+    """GPT-2-small's repeated block (the bench prints the whole 124M-param model)."""
+    ps = [torch.zeros(s, requires_grad=True) for s in GPT2_BLOCK]
+    n = sum(p.numel() for p in ps)
+    for cls in (fusedopt.AdamW8bit, fusedopt.Adam8bit):
+        opt = cls(ps)
+        for p in ps:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        per = fusedopt.state_nbytes(opt) / n
+        assert per <= 2.04, per
+    o32 = fusedopt.AdamW(ps)
+    o32.step()
+    assert fusedopt.state_nbytes(o32) / n >= 8.0
+
+
+def _digits_loss(make_opt, steps=200, seed=0):
+    """Full-batch training of a 64-128-10 MLP on scikit-learn's digits (deterministic)."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X, dtype=torch.float32) / 16.0
+    y = torch.tensor(y)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = make_opt(model.parameters())
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = float(torch.nn.functional.cross_entropy(model(X), y))
+    q8 = any(v.dtype == torch.uint8 for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+    return final, q8
+
+
+@pytest.mark.parametrize("name,make", [
+    ("adamw", lambda ps, **kw: fusedopt.AdamW(ps, lr=1e-3, **kw)),
+    ("sgd", lambda ps, **kw: fusedopt.SGD(ps, lr=0.05, momentum=0.9, **kw)),
+    ("rmsprop", lambda ps, **kw: fusedopt.RMSprop(ps, lr=1e-3, **kw)),
+    ("lion", lambda ps, **kw: fusedopt.Lion(ps, lr=1e-4, **kw)),
+    ("adagrad", lambda ps, **kw: fusedopt.Adagrad(ps, lr=2e-2, **kw)),
+])
+def test_training_equivalence_on_digits(name, make):
+    """8-bit states (every param quantized) train no worse than 32-bit: final loss at most 1% above.
+
+    Measured, not hidden: the 8-bit final loss is often *lower* (AdamW -7% .. -18%, RMSprop -7%,
+    Adagrad -6%): second moments below the block's smallest code round to 0, which enlarges those
+    coordinates' steps. bitsandbytes' and torchao's 8-bit AdamW show the same on this task (see the
+    report of the 8-bit issue), so a two-sided 1% bound is not met and is not asserted."""
+    l32, q32 = _digits_loss(lambda ps: make(ps))
+    l8, q8 = _digits_loss(lambda ps: make(ps, state_bits=8, min_8bit_size=0))
+    assert q8 and not q32
+    assert l8 <= 1.01 * l32, (name, l32, l8)
+    assert l8 >= 0.7 * l32, (name, l32, l8)
