@@ -413,7 +413,8 @@ struct RedOutArgs {
 };
 static_assert(sizeof(RedOutArgs) <= kArgBytes, "red_out arguments exceed the kernel-argument budget");
 
-__global__ void red_out_kernel(const __grid_constant__ RedOutArgs a) {
+// static: this header is included by every kernel shard; one definition per translation unit
+static __global__ void red_out_kernel(const __grid_constant__ RedOutArgs a) {
   const int i = int(threadIdx.x);
   if (i >= a.n) return;
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;  // skipped step: partials were not written
