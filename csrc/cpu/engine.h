@@ -82,7 +82,7 @@ struct Engine {
       if constexpr (K > 1) s[1] = sp1.load(i);
       if constexpr (K > 2) s[2] = sp2.load(i);
       if constexpr (K > 3) s[3] = sp3.load(i);
-      Rule::template update<V>(p, g, s, c);
+      if constexpr (KO == 0) Rule::template update<V>(p, g, s, c);  // (KO > 0 returned above)
       pp.store(i, p);
       if constexpr (K > 0) sp0.store(i, s[0]);
       if constexpr (K > 1) sp1.store(i, s[1]);
@@ -181,7 +181,9 @@ struct Engine {
         items[w++] = Item{t, b, e};
       }
     }
-    const T gsign = (L.flags & kFlagMaximize) ? T(-1) : T(1);
+    // maximize's sign times the rule's global grad factor (core/reduce.h; 1 for most rules)
+    const T gsign = ((L.flags & kFlagMaximize) ? T(-1) : T(1)) *
+                    T(grad_factor_of<Rule>(L.hyper, rule_flags(L.flags), RedIn{L.global_in, nullptr}));
     const bool scaled = L.grad_scale != nullptr;
     const float scale = scaled ? *L.grad_scale : 1.0f;
     // below ~32K elements a parallel region costs more than it saves

@@ -297,7 +297,8 @@ struct RuleStep {
 
     const bool scaled = grad_scale != nullptr;
     const float scale = scaled ? *grad_scale : 1.0f;
-    const float gsign = (flags & kFlagMaximize) ? -1.0f : 1.0f;
+    const float gsign = ((flags & kFlagMaximize) ? -1.0f : 1.0f) *
+                        grad_factor_of<Rule>(hyper, rule_flags(flags), RedIn{global_in, red_in});
 
     bool vec = VecIO<PP, kW>::aligned(P.pp) && VecIO<GP, kW>::aligned(P.gp);
 #pragma unroll
