@@ -19,6 +19,8 @@
 #include "rules/adan.h"
 #include "rules/lion.h"
 #include "rules/pnm.h"
+#include "rules/lamb.h"
+#include "rules/lars.h"
 
 #define FO_ELEMENTWISE_RULES(X)                                  \
   X(adam, Adam, "exp_avg, exp_avg_sq, max_exp_avg_sq")          \
@@ -38,4 +40,7 @@
   X(pnm, Pnm, "pos_momentum, neg_momentum")                     \
   X(adapnm, AdaPnm, "exp_avg, neg_exp_avg, exp_avg_sq, max_exp_avg_sq") \
   X(adan, Adan, "exp_avg, exp_avg_sq, exp_avg_diff, neg_pre_grad") \
-  X(lion, Lion, "exp_avg")
+  X(lion, Lion, "exp_avg")                                      \
+  X(lamb1, Lamb1, "exp_avg, exp_avg_sq")                        \
+  X(lamb2, Lamb2, "exp_avg, exp_avg_sq")                        \
+  X(lars, Lars, "momentum_buffer")

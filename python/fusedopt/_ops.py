@@ -48,6 +48,9 @@ RULES = {
     "adapnm": RuleSpec("adapnm", ("exp_avg", "neg_exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
     "adan": RuleSpec("adan", ("exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad")),
     "lion": RuleSpec("lion", ("exp_avg",)),
+    "lamb1": RuleSpec("lamb1", ("exp_avg", "exp_avg_sq")),
+    "lamb2": RuleSpec("lamb2", ("exp_avg", "exp_avg_sq")),
+    "lars": RuleSpec("lars", ("momentum_buffer",)),
 }
 
 # flag bits (csrc/core/config.h)
