@@ -397,6 +397,9 @@ struct RedOutArgs {
 };
 static_assert(sizeof(RedOutArgs) <= kArgBytes, "red_out arguments exceed the kernel-argument budget");
 
+// A template (per rule), as aux_kernel: this header is included by every kernel shard, and a plain
+// __global__ function here would be defined once per shard (a link error).
+template <class Rule>
 __global__ void red_out_kernel(const __grid_constant__ RedOutArgs a) {
   const int i = int(threadIdx.x);
   if (i >= a.n) return;
@@ -442,7 +445,7 @@ void run(const Launch& L, const char* what) {
         a.base[i] = base[size_t(t0 + i)];
         a.nchunks[i] = num_chunks(L.tensors[t0 + i].numel);
       }
-      red_out_kernel<<<1, kRedOutPerLaunch, 0, stream>>>(a);
+      red_out_kernel<Rule><<<1, kRedOutPerLaunch, 0, stream>>>(a);
       check_launch(what, "per-tensor output kernel launch");
     }
     return;
