@@ -100,7 +100,7 @@ enum class RedOp : int8_t { SumSq = 0, SumAbs = 1, SumPow = 2, MaxAbs = 3, MinAb
 constexpr int kNumRedOps = 6;
 
 // fp64 lanes of one CPU piece (see "Determinism").
-constexpr int kLanes = 16;
+constexpr int kLanes = 32;  // 4 AVX-512 fp64 accumulators: enough independent adds to hide their latency
 
 // Rows per row/col piece of a matrix with C columns: about kChunk elements, at least 64 rows (bounds
 // the fp64 column-partials workspace to numel / 64 values).
