@@ -55,6 +55,8 @@
 //   static constexpr int kRedOut = k;    // produces k per-tensor sums: update() gets `T* out`, writes
 //                                        // out[j] for the element; the engine sums them (fp64 chunk
 //                                        // partials, fixed-order combine) into TensorPtrs::red_out[j]
+//   static constexpr bool kReadOnly = true;    // a pass that only reads (LAMB's first): the engine
+//                                              // stores neither the param nor the states
 //   static constexpr bool kNoStepBump = true;  // a later pass of a multi-pass rule: reads the step
 //                                              // the first pass bumped, does not bump it again
 // A rule may also scale every grad element by a global factor (Adan's clip coefficient):
@@ -170,6 +172,8 @@ template <class Rule>
 concept HasRedOut = requires { Rule::kRedOut; };
 template <class Rule>
 concept NoStepBump = requires { Rule::kNoStepBump; };
+template <class Rule>
+concept ReadOnlyPass = requires { Rule::kReadOnly; };
 
 template <class Rule>
 concept HasGradFactor = requires(const double* h, const RedIn& r) { Rule::grad_factor(h, 0, r); };

@@ -119,11 +119,13 @@ struct Engine {
         if constexpr (K > 3) s[3] = sp3.load(i);
         T out[KOS];
         Rule::template update<V>(p, g, s, c, out);
-        pp.store(i, p);
-        if constexpr (K > 0) sp0.store(i, s[0]);
-        if constexpr (K > 1) sp1.store(i, s[1]);
-        if constexpr (K > 2) sp2.store(i, s[2]);
-        if constexpr (K > 3) sp3.store(i, s[3]);
+        if constexpr (!ReadOnlyPass<Rule>) {
+          pp.store(i, p);
+          if constexpr (K > 0) sp0.store(i, s[0]);
+          if constexpr (K > 1) sp1.store(i, s[1]);
+          if constexpr (K > 2) sp2.store(i, s[2]);
+          if constexpr (K > 3) sp3.store(i, s[3]);
+        }
         for (int k = 0; k < KO; ++k) buf[k][j] = out[k];
       }
       for (int k = 0; k < KO; ++k) {

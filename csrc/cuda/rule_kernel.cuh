@@ -228,9 +228,11 @@ struct RuleStep {
     }
 #pragma unroll
     for (int j = 0; j < kW; ++j) compute(p[j], g[j] * gsign, s, j, c, acc);
-    VecIO<PP, kW>::store(P.pp, i0, p);
+    if constexpr (!ReadOnlyPass<Rule>) {
+      VecIO<PP, kW>::store(P.pp, i0, p);
 #pragma unroll
-    for (int k = 0; k < K; ++k) VecIO<SP, kW>::store(P.sp[k], i0, s[k]);
+      for (int k = 0; k < K; ++k) VecIO<SP, kW>::store(P.sp[k], i0, s[k]);
+    }
   }
 
   // Elements begin + first + threadIdx.x + r * blockDim.x (r < kW) below begin + len.
@@ -258,9 +260,11 @@ struct RuleStep {
           P.gp.store(i, g[r]);
         }
         compute(p[r], g[r] * gsign, s, r, c, acc);
-        P.pp.store(i, p[r]);
+        if constexpr (!ReadOnlyPass<Rule>) {
+          P.pp.store(i, p[r]);
 #pragma unroll
-        for (int k = 0; k < K; ++k) P.sp[k].store(i, s[k][r]);
+          for (int k = 0; k < K; ++k) P.sp[k].store(i, s[k][r]);
+        }
       }
     }
   }

@@ -6,7 +6,7 @@
 //        m = beta1*m + beta3*g  (beta3 = 1 - beta1 with grad_averaging, else 1);  v = beta2*v + (1-beta2)*g^2
 //        u = (m/bc1) / (sqrt(v/bc2) + eps)  [adam_w_mode: u += wd*p]   (bc = 1 - beta^t, or 1 without
 //        bias_correction);  per-tensor outputs: sum p^2, sum u^2 (p before the update); nothing is
-//        stored (p, m and v keep their values);
+//        stored (kReadOnly: the engine skips the stores; p, m and v keep their values);
 //   2. Lamb2 (kGlobalIn = 1, kRedIn = 2: those sums; kNoStepBump): the same fp32 expressions again
 //        from the same inputs give bitwise the m, v and u of pass 1 (whatever the state storage: pass 1
 //        never rounded them to it); m and v are stored;
@@ -81,6 +81,7 @@ struct LambCommon {
 struct Lamb1 : LambCommon {
   static constexpr int kGlobalIn = 1;  // sum of squares of all (unscaled) grads
   static constexpr int kRedOut = 2;    // sum p^2, sum u^2
+  static constexpr bool kReadOnly = true;  // p, m, v are not stored by this pass
 
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags, const RedIn& r) {
@@ -93,7 +94,7 @@ struct Lamb1 : LambCommon {
   template <int V, class T>
   FO_HD static void update(T& p, T g, T* s, const Ctx<T>& c, T* out) {
     T m, v;
-    out[1] = moments(p, g, s, m, v, c);  // states left as they are (stored back unchanged)
+    out[1] = moments(p, g, s, m, v, c);  // kReadOnly: the engine stores neither p nor the states
     out[0] = p;
   }
 };
