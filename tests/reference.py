@@ -329,10 +329,11 @@ def adapnm(p, g, st, t, *, lr, betas, eps, weight_decay, amsgrad=True, decoupled
     p.sub_(lr / bc1 * delta / (v.sqrt() / math.sqrt(bc2) + eps))
 
 
-def adan(p, g, st, t, *, lr, betas, eps, weight_decay, max_grad_norm=0.0, no_prox=False, maximize=False):
-    assert max_grad_norm == 0.0
+def adan(p, g, st, t, *, lr, betas, eps, weight_decay, max_grad_norm=0.0, no_prox=False, maximize=False, clip=1.0):
+    """clip: the global clip coefficient min(max_grad_norm / (G + eps), 1) of the step (computed by the
+    caller over all params: see tests/test_lamb_lars.py)."""
     b1, b2, b3 = betas
-    g = -g if maximize else g.clone()
+    g = (-g if maximize else g.clone()) * clip
     g_prev = g if t == 1 else -st["neg_pre_grad"]
     diff = g - g_prev
     st["exp_avg"].copy_(b1 * st["exp_avg"] + (1 - b1) * g)
@@ -357,3 +358,49 @@ def lion(p, g, st, t, *, lr, betas, weight_decay, decoupled_weight_decay=False, 
     m = st["exp_avg"]
     p.sub_(lr * torch.sign(b1 * m + (1 - b1) * g))
     m.copy_(b2 * m + (1 - b2) * g)
+
+
+# ---- cross-tensor rules (ALGORITHMS.md §14, §15): the per-tensor norms are of this tensor; the global
+# grad norm (clipping) is the caller's (passed as global_norm) -------------------------------------------
+def lamb(p, g, st, t, *, lr, betas, eps, weight_decay, bias_correction=True, adam_w_mode=True,
+         grad_averaging=True, max_grad_norm=1.0, use_nvlamb=False, maximize=False, global_norm=None):
+    b1, b2 = betas
+    g = -g if maximize else g.clone()
+    if max_grad_norm > 0 and global_norm is not None and global_norm > max_grad_norm:
+        g = g / (global_norm / max_grad_norm)
+    if not adam_w_mode:
+        g = g + weight_decay * p
+    b3 = 1 - b1 if grad_averaging else 1.0
+    st["exp_avg"].copy_(b1 * st["exp_avg"] + b3 * g)
+    st["exp_avg_sq"].copy_(b2 * st["exp_avg_sq"] + (1 - b2) * g * g)
+    bc1 = 1 - b1 ** t if bias_correction else 1.0
+    bc2 = 1 - b2 ** t if bias_correction else 1.0
+    u = (st["exp_avg"] / bc1) / ((st["exp_avg_sq"] / bc2).sqrt() + eps)
+    if adam_w_mode:
+        u = u + weight_decay * p
+    pn, un = p.norm().item(), u.norm().item()
+    ratio = lr * pn / un if (use_nvlamb or weight_decay != 0) and pn != 0 and un != 0 else lr
+    p.sub_(ratio * u)
+
+
+def lars(p, g, st, t, *, lr, momentum, weight_decay, trust_coefficient, eps, nesterov=False, trust_clip=False,
+         exclude=None, maximize=False):
+    """exclude: whether this param is excluded from adaptation and decay (default: 1-D)."""
+    g = -g if maximize else g.clone()
+    adapt = not (p.dim() <= 1 if exclude is None else exclude)
+    wd = weight_decay if adapt else 0.0
+    trust = 1.0
+    if adapt:
+        wn, gn = p.norm().item(), g.norm().item()
+        if wn > 0 and gn > 0:
+            trust = trust_coefficient * wn / (gn + wd * wn + eps)
+        if trust_clip and lr > 0:
+            trust = min(trust / lr, 1.0)
+    d = g + wd * p
+    inc = lr * trust * d
+    if momentum > 0:
+        v = momentum * st["momentum_buffer"] + inc
+        st["momentum_buffer"].copy_(v)
+        p.sub_(momentum * v + inc if nesterov else v)
+    else:
+        p.sub_(inc)

@@ -45,6 +45,12 @@ class RuleSpec:
     # sqrt is not correctly rounded (~0.6% of floats are 1 ulp off; ours is exact), which such a
     # cancellation amplifies. atol_scale multiplies the absolute tolerances of test_rules.py.
     atol_scale: float = 1.0
+    # our state -> the oracle's form of it (key, tensor) -> tensor, where the two store the same quantity
+    # differently (LARS: the paper's v = lr * the torch-SGD buffer)
+    oracle_state: Optional[Callable] = None
+    # float64 params against the float64 reference: cross-tensor rules read fp32 norms (fp64-accumulated
+    # sums stored in fp32 buffers, core/reduce.h), so their trust ratios are good to ~1e-7 relative
+    f64_tol: Optional[dict] = None
 
     def tol(self, tol: dict) -> dict:
         return dict(tol, atol=tol["atol"] * self.atol_scale)
@@ -306,6 +312,62 @@ SPECS += [
               {"betas": (0.9, 0.98), "eps": 1e-4, "weight_decay": 0.1, "use_bias_correction": True}],
              state_keys=lambda o: ["exp_avg"] + (["exp_avg_sq"] if o.get("betas", (0.9, 0.999))[1] != 0 else []),
              defaults=dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)),
+]
+
+# ---- cross-tensor rules (reduction engine): LAMB, LARS ----------------------------------------------------
+class _LambOracle(_po.Lamb):
+    """pytorch_optimizer.Lamb without its clamp of ||p|| to 10 (apex has none)."""
+    clamp = float("inf")
+
+
+def _lamb_oracle_opts(o):
+    # kozistr's Lamb = apex FusedLAMB when: eps = 0 (it adds eps to ||u|| too), no bias correction (it has none),
+    # adam_w_mode (its weight_decouple=False adds wd*p to the update), adam_debias=True (else it divides the
+    # step by 1 - beta1^t although v is not corrected), and a trust ratio in use (it always
+    # applies one; apex only with weight decay or use_nvlamb). Its pre_norm clipping is max/(G + eps).
+    if o.get("eps", 1e-6) != 0.0 or o.get("bias_correction", True) or not o.get("adam_w_mode", True):
+        return None
+    if not (o.get("use_nvlamb") or o.get("weight_decay", 0.01)):
+        return None
+    mgn = o.get("max_grad_norm", 1.0)
+    return dict(betas=o.get("betas", (0.9, 0.999)), eps=0.0, weight_decay=o.get("weight_decay", 0.01),
+                weight_decouple=False, grad_averaging=o.get("grad_averaging", True), max_grad_norm=mgn,
+                pre_norm=mgn > 0, maximize=o.get("maximize", False), adam_debias=True)
+
+
+def _lars_oracle_opts(o):
+    # kozistr's LARS (dampening 0) = ours with eps = 0, a constant lr, the default 1-D exclusion, no trust_clip
+    if o.get("eps", 1e-8) != 0.0 or o.get("trust_clip"):
+        return None
+    return dict(momentum=o.get("momentum", 0.9), weight_decay=o.get("weight_decay", 0.0), dampening=0.0,
+                trust_coefficient=o.get("trust_coefficient", 1e-3), nesterov=o.get("nesterov", False),
+                maximize=o.get("maximize", False))
+
+
+_NOCLIP = {"max_grad_norm": 0.0}  # the generic suites compare per tensor: global clipping is in test_lamb_lars.py
+SPECS += [
+    RuleSpec("lamb", fusedopt.LAMB, _LambOracle, ref.lamb,
+             [dict(_NOCLIP), dict(_NOCLIP, weight_decay=0.0), dict(_NOCLIP, adam_w_mode=False),
+              dict(_NOCLIP, bias_correction=False, grad_averaging=False, use_nvlamb=True, weight_decay=0.0),
+              dict(_NOCLIP, maximize=True, weight_decay=0.1),
+              dict(_NOCLIP, eps=0.0, bias_correction=False), dict(_NOCLIP, eps=0.0, bias_correction=False,
+                                                                 weight_decay=0.1, betas=(0.8, 0.99), maximize=True),
+              dict(_NOCLIP, eps=0.0, bias_correction=False, weight_decay=0.0, use_nvlamb=True, grad_averaging=False)],
+             state_keys=lambda o: ["exp_avg", "exp_avg_sq"],
+             defaults=dict(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                           max_grad_norm=1.0),
+             oracle_opts=_lamb_oracle_opts, f64_tol=dict(rtol=1e-6, atol=2e-8)),
+    RuleSpec("lars", fusedopt.LARS, _po.LARS, ref.lars,
+             [{}, {"weight_decay": 0.01}, {"nesterov": True, "weight_decay": 5e-4}, {"momentum": 0.0},
+              {"trust_clip": True, "trust_coefficient": 0.02}, {"maximize": True, "weight_decay": 0.1},
+              {"eps": 0.0}, {"eps": 0.0, "weight_decay": 0.01, "nesterov": True},
+              {"eps": 0.0, "momentum": 0.0, "trust_coefficient": 0.01}],
+             state_keys=lambda o: ["momentum_buffer"] if o.get("momentum", 0.9) > 0 else [],
+             defaults=dict(lr=1e-3, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8),
+             oracle_kwargs=dict(foreach=False), oracle_opts=_lars_oracle_opts,
+             oracle_state=lambda k, v: v / 1e-2,  # v = lr * buf (spec lr 1e-2, constant)
+             atol_scale=4.0,  # momentum cancellation, as SGD
+             f64_tol=dict(rtol=1e-6, atol=2e-8)),
 ]
 
 CASES = [(s, o) for s in SPECS for o in s.options]

@@ -541,3 +541,91 @@ def test_q8_state_dict_cpu_to_cuda_byte_exact():
     o2.load_state_dict(opt.state_dict())
     for k, v in opt.state[p].items():
         assert torch.equal(o2.state[q][k].cpu(), v), k
+
+
+# ---- reduction engine and cross-tensor rules on CUDA (never run here: no GPU where written) ---------------
+RED_SHAPES = [(0,), (1,), (7,), (33, 5), (2, 3, 4, 5), (70001,), (300, 700)]
+
+
+def _red_tensors(dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g).to(dtype) for s in RED_SHAPES]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("ord", [2.0, 1.0, 3.0, float("inf"), 0.0])
+def test_reduce_cuda_matches_float64_and_is_deterministic(dtype, ord):
+    ts = _red_tensors(dtype)
+    dts = [t.to(DEV) for t in ts]
+    nonempty = [t for t in dts if t.numel()]
+    per, total = torch.ops.fusedopt.multi_tensor_norm(nonempty, ord)
+    assert per.device.type == "cuda" and per.dtype == torch.float32
+    ref = torch.stack([torch.linalg.vector_norm(t.double(), ord) for t in ts if t.numel()])
+    tot = ref.ne(0).sum().double() if ord == 0 else torch.linalg.vector_norm(ref, ord)
+    torch.testing.assert_close(per.cpu().double(), ref, rtol=2e-7, atol=0)
+    torch.testing.assert_close(total.cpu().double(), tot, rtol=2e-7, atol=0)
+    per2, total2 = torch.ops.fusedopt.multi_tensor_norm(nonempty, ord)
+    assert torch.equal(per.view(torch.int32), per2.view(torch.int32))
+    assert torch.equal(total.view(torch.int32), total2.view(torch.int32))
+
+
+def test_row_col_sums_cuda_match_cpu():
+    ts = [t for t in _red_tensors() if t.dim() >= 2]
+    rc, cc = torch.ops.fusedopt.row_col_sums([t.to(DEV) for t in ts], add=1e-30)
+    for t, r, c in zip(ts, rc, cc):
+        u = t.double() ** 2 + 1e-30
+        torch.testing.assert_close(r.cpu().double(), u.sum(-1), rtol=2e-7, atol=0)
+        torch.testing.assert_close(c.cpu().double(), u.sum(-2), rtol=2e-7, atol=0)
+
+
+def test_clip_grad_norm_cuda_matches_torch_and_no_sync():
+    ps = [torch.nn.Parameter(t.to(DEV)) for t in _red_tensors()[1:]]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    for p, q in zip(ps, qs):
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside raises
+    try:
+        ours = fusedopt.clip_grad_norm_(ps, 0.5)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    theirs = torch.nn.utils.clip_grad_norm_(qs, 0.5)
+    torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=0)
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p.grad, q.grad, rtol=2e-5, atol=1e-30)
+
+
+@pytest.mark.parametrize("cls,opts", [(fusedopt.LAMB, {}), (fusedopt.LAMB, {"adam_w_mode": False, "max_grad_norm": 5.0}),
+                                      (fusedopt.LARS, {"weight_decay": 0.01}), (fusedopt.Adan, {"max_grad_norm": 1.0})],
+                         ids=["lamb", "lamb-l2", "lars", "adan-clip"])
+def test_cross_tensor_rules_cuda_match_cpu(cls, opts):
+    ps = [torch.randn(s, generator=torch.Generator().manual_seed(i)).requires_grad_() for i, s in enumerate(RED_SHAPES)]
+    qs = [p.detach().to(DEV).requires_grad_() for p in ps]
+    a, b = cls(ps, lr=1e-2, **opts), cls(qs, lr=1e-2, **opts)
+    for t in range(1, STEPS + 1):
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * t + p.numel()))
+            q.grad = p.grad.to(DEV)
+        a.step()
+        b.step()
+        for p, q in zip(ps, qs):
+            torch.testing.assert_close(q.detach().cpu(), p.detach(), rtol=2e-5, atol=2e-6)
+
+
+def test_lamb_cuda_graph_capturable():
+    ps = [torch.randn(s, device=DEV).requires_grad_() for s in [(64, 32), (32,)]]
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    opt = fusedopt.LAMB(ps, lr=torch.tensor(1e-2, device=DEV))
+    opt.step()  # state
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        opt.step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        opt.step()
+    before = [p.detach().clone() for p in ps]
+    g.replay()
+    assert any(not torch.equal(p, b) for p, b in zip(ps, before))

@@ -194,18 +194,22 @@ def test_adan_prox_vs_no_prox_weight_decay():
     assert_close(q.detach(), p0 * (1 - lr * wd) + step, rtol=1e-13, atol=1e-15)
 
 
-def test_adan_max_grad_norm_refused_until_supported():
+def test_adan_max_grad_norm_supported_and_negative_refused():
+    """max_grad_norm > 0 clips (tests/test_lamb_lars.py checks the values); < 0 is refused; a value set
+    in the param group after construction is used at step()."""
     p = torch.zeros(3, requires_grad=True)
-    fusedopt.Adan([p], max_grad_norm=0.0)
-    with pytest.raises(ValueError, match="max_grad_norm.*not supported yet"):
-        fusedopt.Adan([p], max_grad_norm=1.0)
+    fusedopt.Adan([p], max_grad_norm=1.0)
     with pytest.raises(ValueError, match="max_grad_norm"):
         fusedopt.Adan([p], max_grad_norm=-1.0)
-    opt = fusedopt.Adan([p])
-    opt.param_groups[0]["max_grad_norm"] = 1.0  # set after construction: refused at step()
-    p.grad = torch.ones(3)
-    with pytest.raises(ValueError, match="not supported yet"):
-        opt.step()
+    q = torch.zeros(3, requires_grad=True)
+    a, b = fusedopt.Adan([p]), fusedopt.Adan([q])
+    a.param_groups[0]["max_grad_norm"] = 0.5
+    p.grad = torch.full((3,), 10.0)
+    q.grad = torch.full((3,), 10.0)
+    a.step()
+    b.step()
+    ratio = (a.state[p]["exp_avg"] / b.state[q]["exp_avg"]).tolist()
+    assert all(abs(r - 0.5 / (300 ** 0.5 + 1e-8)) < 1e-6 for r in ratio)
 
 
 def test_adan_defaults_are_official():

@@ -169,9 +169,19 @@ def test_codec_bad_inputs():
         dequantize_blockwise(c, a[:1])
 
 
+def test_lamb_refuses_8bit_states_clearly():
+    p = torch.randn(5000, requires_grad=True)
+    with pytest.raises(ValueError, match="LAMB does not support state_bits=8"):
+        fusedopt.LAMB([p], state_bits=8)
+    opt = fusedopt.LAMB([p])
+    with pytest.raises(ValueError, match="LAMB does not support state_bits=8"):
+        opt.add_param_group({"params": [torch.randn(3, requires_grad=True)], "state_bits": 8})
+    assert {s.name for s, _ in CASES if not s.ours._supports_8bit} == {"lamb"}  # LARS, Adan (clipped) do
+
+
 # ---- every stateful rule: 8-bit update == dequantize -> fp32 update -> requantize --------------------
 Q8_SHAPES = [(4097,), (3, 300), (1,), (256,), (0,), (257, 3)]
-Q8_CASES = [(s, o) for s, o in CASES if s.keys(o)]
+Q8_CASES = [(s, o) for s, o in CASES if s.keys(o) and s.ours._supports_8bit]
 Q8_IDS = [s.id(o) for s, o in Q8_CASES]
 
 

@@ -55,6 +55,8 @@
 //   static constexpr int kRedOut = k;    // produces k per-tensor sums: update() gets `T* out`, writes
 //                                        // out[j] for the element; the engine sums them (fp64 chunk
 //                                        // partials, fixed-order combine) into TensorPtrs::red_out[j]
+//   (a pass that only reads, LAMB's first, declares core/traits.h's kWritesParam = false and every
+//    state read-only: the engine then stores neither the param nor the states)
 //   static constexpr bool kNoStepBump = true;  // a later pass of a multi-pass rule: reads the step
 //                                              // the first pass bumped, does not bump it again
 // A rule may also scale every grad element by a global factor (Adan's clip coefficient):
@@ -100,7 +102,7 @@ enum class RedOp : int8_t { SumSq = 0, SumAbs = 1, SumPow = 2, MaxAbs = 3, MinAb
 constexpr int kNumRedOps = 6;
 
 // fp64 lanes of one CPU piece (see "Determinism").
-constexpr int kLanes = 16;
+constexpr int kLanes = 32;  // 4 AVX-512 fp64 accumulators: enough independent adds to hide their latency
 
 // Rows per row/col piece of a matrix with C columns: about kChunk elements, at least 64 rows (bounds
 // the fp64 column-partials workspace to numel / 64 values).

@@ -23,6 +23,8 @@
 #include "rules/pnm.h"
 #include "rules/lookahead.h"
 #include "rules/averaging.h"
+#include "rules/lamb.h"
+#include "rules/lars.h"
 
 #define FO_ELEMENTWISE_RULES(X)                                  \
   X(adam, Adam, "exp_avg, +exp_avg_sq, +max_exp_avg_sq")          \
@@ -44,4 +46,7 @@
   X(adan, Adan, "exp_avg, +exp_avg_sq, exp_avg_diff, neg_pre_grad") \
   X(lion, Lion, "exp_avg")                                      \
   X(lookahead, LookaheadSync, "slow_param, momentum_buffer, slow_momentum") \
-  X(iterate_avg, IterateAverage, "param_avg, @n_averaged")
+  X(iterate_avg, IterateAverage, "param_avg, @n_averaged")     \
+  X(lamb1, Lamb1, "exp_avg, +exp_avg_sq")                        \
+  X(lamb2, Lamb2, "exp_avg, +exp_avg_sq")                        \
+  X(lars, Lars, "momentum_buffer")

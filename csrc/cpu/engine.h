@@ -99,7 +99,7 @@ struct Engine {
       if constexpr (K > 1) s[1] = sp1.load(i);
       if constexpr (K > 2) s[2] = sp2.load(i);
       if constexpr (K > 3) s[3] = sp3.load(i);
-      Rule::template update<V>(p, g, s, c);
+      if constexpr (KO == 0) Rule::template update<V>(p, g, s, c);  // (KO > 0 returned above)
       if constexpr (kStoreP) pp.store(i, p);
       if constexpr (K > 0 && !(kReadOnly & 1u)) sp0.store(i, s[0]);
       if constexpr (K > 1 && !(kReadOnly & 2u)) sp1.store(i, s[1]);
@@ -112,7 +112,7 @@ struct Engine {
   template <bool kScaled>
   static void run_item_out(const PP& pp, const GP& gp, const SP& sp0, const SP& sp1, const SP& sp2, const SP& sp3,
                            int64_t b, int64_t e, const Ctx c, float scale, T gsign, double* part) {
-    static_assert(kGrad && kStoreP && kReadOnly == 0, "per-tensor outputs need an update rule that stores every list");
+    static_assert(kGrad, "per-tensor outputs need a rule that reads the grad");
     constexpr int KOS = KO > 0 ? KO : 1;
     double acc[KOS][kLanes];
     for (int k = 0; k < KO; ++k)
@@ -137,11 +137,11 @@ struct Engine {
         if constexpr (K > 3) s[3] = sp3.load(i);
         T out[KOS];
         Rule::template update<V>(p, g, s, c, out);
-        pp.store(i, p);
-        if constexpr (K > 0) sp0.store(i, s[0]);
-        if constexpr (K > 1) sp1.store(i, s[1]);
-        if constexpr (K > 2) sp2.store(i, s[2]);
-        if constexpr (K > 3) sp3.store(i, s[3]);
+        if constexpr (kStoreP) pp.store(i, p);  // core/traits.h: a read-only pass (LAMB's first) stores nothing
+        if constexpr (K > 0 && !(kReadOnly & 1u)) sp0.store(i, s[0]);
+        if constexpr (K > 1 && !(kReadOnly & 2u)) sp1.store(i, s[1]);
+        if constexpr (K > 2 && !(kReadOnly & 4u)) sp2.store(i, s[2]);
+        if constexpr (K > 3 && !(kReadOnly & 8u)) sp3.store(i, s[3]);
         for (int k = 0; k < KO; ++k) buf[k][j] = out[k];
       }
       for (int k = 0; k < KO; ++k) {
@@ -307,7 +307,9 @@ struct Engine {
         items[w++] = Item{t, b, e};
       }
     }
-    const T gsign = (L.flags & kFlagMaximize) ? T(-1) : T(1);
+    // maximize's sign times the rule's global grad factor (core/reduce.h; 1 for most rules)
+    const T gsign = ((L.flags & kFlagMaximize) ? T(-1) : T(1)) *
+                    T(grad_factor_of<Rule>(L.hyper, rule_flags(L.flags), RedIn{L.global_in, nullptr}));
     const bool scaled = kGrad && L.grad_scale != nullptr;
     const float scale = scaled ? *L.grad_scale : 1.0f;
     // below ~32K elements a parallel region costs more than it saves
@@ -370,7 +372,8 @@ void run_state(const Launch& L, int v) {
   if constexpr (sizeof(T) == 8) {
     run_variant<Rule, T, PP, F64Store<T>>(L, v);  // fp64 params keep fp64 states
   } else {
-    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {  // not for wrapper rules (Lookahead sync, averaging)
+    // not for wrapper rules (Lookahead sync, averaging) nor passes with per-tensor outputs (LAMB's first)
+    if constexpr (kQ8Param<PP> && reads_grad<Rule>() && red_out_count<Rule>() == 0) {
       if (L.state_dt == Dt::U8) return run_variant_q8<Rule, T, PP>(L, v);
     }
     if (L.state_dt == Dt::BF16)

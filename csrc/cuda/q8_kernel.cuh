@@ -19,6 +19,7 @@
 #include "../core/aux.h"
 #include "../core/config.h"
 #include "../core/q8.h"
+#include "../core/reduce.h"
 #include "../core/storage.h"
 #include "../core/traits.h"
 #include "mta.cuh"
@@ -47,8 +48,11 @@ struct Q8RuleStep {
   static_assert(reads_grad<Rule>() && writes_param<Rule>(), "8-bit states are for update rules");
   static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
   static constexpr bool kAux = HasAux<Rule>;
+  static_assert(red_out_count<Rule>() == 0, "8-bit states and per-tensor outputs are not combined");
+  static constexpr int KI = red_in_count<Rule>();  // core/reduce.h: per-tensor reduced inputs (LARS)
   static constexpr int kAuxList = 2 + 2 * K;
-  static constexpr int kDepth = kAuxList + (kAux ? 1 : 0);
+  static constexpr int kRedInList = kAuxList + (kAux ? 1 : 0);
+  static constexpr int kDepth = kRedInList + (KI > 0 ? 1 : 0);
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<float>;
 
@@ -57,6 +61,7 @@ struct Q8RuleStep {
   const float* lr_ptr;
   const float* grad_scale;
   const float* found_inf;
+  const float* global_in;
   int64_t flags;
   int block;
   uint32_t signed_slots;
@@ -69,6 +74,7 @@ struct Q8RuleStep {
     f.lr_ptr = L.lr_ptr;
     f.grad_scale = L.grad_scale;
     f.found_inf = L.found_inf;
+    f.global_in = L.global_in;
     f.flags = L.flags;
     f.block = L.q8_block;
     f.signed_slots = L.q8_signed_slots;
@@ -76,7 +82,8 @@ struct Q8RuleStep {
     return f;
   }
 
-  // Metadata lists of one tensor: param, grad, codes of each state, absmax of each state, [aux].
+  // Metadata lists of one tensor: param, grad, codes of each state, absmax of each state, [aux],
+  // [reduced inputs].
   struct Lists {
     static void get(const TensorPtrs& tp, void** out) {
       out[0] = tp.param;
@@ -84,6 +91,7 @@ struct Q8RuleStep {
       for (int k = 0; k < K; ++k) out[2 + k] = tp.state[k];
       for (int k = 0; k < K; ++k) out[2 + K + k] = tp.absmax[k];
       if constexpr (kAux) out[kAuxList] = tp.aux;
+      if constexpr (KI > 0) out[kRedInList] = const_cast<float*>(tp.red_in);
     }
   };
 
@@ -107,7 +115,9 @@ struct Q8RuleStep {
     const double lr_v = lr_ptr != nullptr ? double(*lr_ptr) : lr;
     double aux = 0.0;
     if constexpr (kAux) aux = double(*static_cast<const float*>(m.addr[kAuxList][t]));
-    const Ctx c = make_ctx<Rule, float>(hyper, lr_v, step, rule_flags(flags), aux);
+    const float* red_in = nullptr;
+    if constexpr (KI > 0) red_in = static_cast<const float*>(m.addr[kRedInList][t]);
+    const Ctx c = make_ctx<Rule, float>(hyper, lr_v, step, rule_flags(flags), aux, RedIn{global_in, red_in});
 
     TensorPtrs tp{};
     tp.param = m.addr[0][t];
@@ -138,7 +148,8 @@ struct Q8RuleStep {
     }
     const bool scaled = grad_scale != nullptr;
     const float scale = scaled ? *grad_scale : 1.0f;
-    const float gsign = (flags & kFlagMaximize) ? -1.0f : 1.0f;
+    const float gsign = ((flags & kFlagMaximize) ? -1.0f : 1.0f) *
+                        grad_factor_of<Rule>(hyper, rule_flags(flags), RedIn{global_in, red_in});
     const int shift = __ffs(block) - 1;
     const int segs_per_block = block >> 5;
     const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;

@@ -314,7 +314,8 @@ struct RuleStep {
 
     const bool scaled = grad_scale != nullptr;
     const float scale = scaled ? *grad_scale : 1.0f;
-    const float gsign = (flags & kFlagMaximize) ? -1.0f : 1.0f;
+    const float gsign = ((flags & kFlagMaximize) ? -1.0f : 1.0f) *
+                        grad_factor_of<Rule>(hyper, rule_flags(flags), RedIn{global_in, red_in});
 
     bool vec = VecIO<PP, kW>::aligned(P.pp) && (!kGrad || VecIO<GP, kW>::aligned(P.gp));
 #pragma unroll
@@ -513,7 +514,8 @@ void run_variant_q8(const Launch& L, int v, const char* what) {
 template <class Rule, class PP>
 void run_state(const Launch& L, int v, const char* what) {
   if (L.state_dt == Dt::U8) {
-    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {  // not for wrapper rules (Lookahead sync, averaging)
+    // not for wrapper rules (Lookahead sync, averaging) nor passes with per-tensor outputs (LAMB's first)
+    if constexpr (kQ8Param<PP> && reads_grad<Rule>() && red_out_count<Rule>() == 0) {
       return run_variant_q8<Rule, PP>(L, v, what);
     } else {
       throw std::runtime_error(std::string("fusedopt CUDA ") + what +

@@ -40,6 +40,7 @@ struct RuleInfo {
   int (*num_states)(int variant);
   unsigned (*slot_mask)(int variant);  // which named state lists a variant uses (bit k = list k)
   bool reads_grad;                     // false: no grads list (core/traits.h)
+  int global_in, red_in, red_out;      // reduced values the rule reads / produces (core/reduce.h)
 };
 
 // A rule whose variants use a subset of its named state lists that is not a prefix (RMSprop:
@@ -59,7 +60,8 @@ const RuleInfo kRules[] = {
 #define FO_RULE_INFO(op, Rule, states)                                                        \
   {#op, states, rules::Rule::kNumHyper, rules::Rule::kNumVariants,                           \
    [](int v) { return rules::Rule::num_states(v); },                                          \
-   [](int v) -> unsigned { return slot_mask_of<rules::Rule>(v, 0); }, reads_grad<rules::Rule>()},
+   [](int v) -> unsigned { return slot_mask_of<rules::Rule>(v, 0); }, reads_grad<rules::Rule>(), \
+   global_in_count<rules::Rule>(), red_in_count<rules::Rule>(), red_out_count<rules::Rule>()},
     FO_ELEMENTWISE_RULES(FO_RULE_INFO)
 #undef FO_RULE_INFO
 };
@@ -112,7 +114,12 @@ std::string schema_of(const RuleInfo& r) {
   s << ", Tensor(" << alias[k] << "!)[] state_steps, Tensor(" << alias[k + 1] << "!)[] param_comps"
     << ", *, float[] hyper, float lr, Tensor? lr_tensor=None, Tensor? grad_scale=None,"
     << " Tensor? found_inf=None, int flags=0, Tensor(" << alias[k + 2]
-    << "!)[]? state_absmax=None, int block_size=256) -> ()";
+    << "!)[]? state_absmax=None, int block_size=256";
+  // rules of the reduction engine (core/reduce.h) take their reduced values as extra arguments
+  if (r.global_in) s << ", Tensor? global_in=None";
+  if (r.red_in) s << ", Tensor? tensor_in=None";
+  if (r.red_out) s << ", Tensor(z!)? tensor_out=None";
+  s << ") -> ()";
   return s.str();
 }
 
@@ -146,6 +153,7 @@ struct Args {
   int64_t flags;
   std::vector<at::Tensor> absmax;  // 8-bit states: per-block absmax, list-major (see check_and_pack)
   int64_t block_size;
+  std::optional<at::Tensor> global_in, tensor_in, tensor_out;
 };
 
 std::optional<at::Tensor> opt_tensor(const c10::IValue& v) {
@@ -163,7 +171,8 @@ Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   const int ns = count_states(r, false);
   const int na = count_states(r, true);
   TORCH_CHECK(na <= 1, "fusedopt: at most one per-tensor scalar state per rule");
-  const size_t nargs = size_t((r.reads_grad ? 2 : 1) + ns + na + 2 + 6 + 2);
+  const size_t nred = size_t((r.global_in ? 1 : 0) + (r.red_in ? 1 : 0) + (r.red_out ? 1 : 0));
+  const size_t nargs = size_t((r.reads_grad ? 2 : 1) + ns + na + 2 + 6 + 2) + nred;
   auto it = stack->end() - nargs;
   Args a;
   a.params = (it++)->toTensorVector();
@@ -181,6 +190,9 @@ Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   if (!it->isNone()) a.absmax = it->toTensorVector();
   ++it;
   a.block_size = (it++)->toInt();
+  if (r.global_in) a.global_in = opt_tensor(*it++);
+  if (r.red_in) a.tensor_in = opt_tensor(*it++);
+  if (r.red_out) a.tensor_out = opt_tensor(*it++);
   torch::jit::drop(*stack, nargs);
   return a;
 }
@@ -311,6 +323,30 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
     out.push_back(t);
   }
   const bool q8 = sdt_set && sdt == at::kByte;
+  // reduced values (core/reduce.h): fp32, on the params' device
+  auto check_red = [&](const std::optional<at::Tensor>& x, const char* what, int64_t rows, int k) {
+    TORCH_CHECK(x->scalar_type() == at::kFloat && x->device() == device && x->is_contiguous(), "fusedopt.", op,
+                ": ", what, " must be a contiguous float32 tensor on ", device, " (got ", x->scalar_type(), " on ",
+                x->device(), ")");
+    TORCH_CHECK(rows < 0 ? x->numel() >= k : (x->numel() == rows * k), "fusedopt.", op, ": ", what, " has ",
+                x->numel(), " elements, expected ", rows < 0 ? "at least " : "", rows < 0 ? k : rows * k,
+                rows < 0 ? "" : " (one row of values per tensor)");
+  };
+  if (rule.global_in && a.global_in) {
+    check_red(a.global_in, "global_in", -1, rule.global_in);
+    L.global_in = a.global_in->const_data_ptr<float>();
+  }
+  if (rule.red_in) {
+    TORCH_CHECK(a.tensor_in.has_value(), "fusedopt.", op, ": tensor_in (the reduced values of each tensor) is required");
+    check_red(a.tensor_in, "tensor_in", int64_t(n), rule.red_in);
+    for (size_t i = 0; i < n; ++i) out[i].red_in = a.tensor_in->const_data_ptr<float>() + int64_t(i) * rule.red_in;
+  }
+  if (rule.red_out) {
+    TORCH_CHECK(a.tensor_out.has_value(), "fusedopt.", op, ": tensor_out (per-tensor sums this pass writes) is required");
+    check_red(a.tensor_out, "tensor_out", int64_t(n), rule.red_out);
+    for (size_t i = 0; i < n; ++i)
+      out[i].red_out = a.tensor_out->mutable_data_ptr<float>() + int64_t(i) * rule.red_out;
+  }
   if (sdt_set) {
     if (pdt == at::kDouble) {
       TORCH_CHECK(sdt == at::kDouble, "fusedopt.", op, ": float64 params need float64 states, got ", sdt);
@@ -323,6 +359,8 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
               ": state_absmax was given but the states are not uint8 8-bit codes");
   if (q8) {
     TORCH_CHECK(rule.reads_grad, "fusedopt.", op, ": 8-bit states are for update rules; this op keeps float states");
+    TORCH_CHECK(rule.red_out == 0, "fusedopt.", op,
+                ": 8-bit states are not supported by a pass that writes per-tensor sums (LAMB keeps 32-bit states)");
     const int64_t B = a.block_size;
     TORCH_CHECK(B >= kQ8Tile && B <= kQ8MaxBlock && (B & (B - 1)) == 0, "fusedopt.", op, ": block_size ", B,
                 " is not supported for 8-bit states (one of 256, 512, 1024, 2048, 4096: a power-of-two multiple "
@@ -346,7 +384,9 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
     TORCH_CHECK(a.comps.empty() && !(a.flags & kFlagStochRound), "fusedopt.", op,
                 ": 8-bit states cannot be combined with stochastic rounding or Kahan-compensated params");
   }
+  const float* gin = L.global_in;
   L = Launch{};
+  L.global_in = gin;
   L.tensors = out.data();
   L.ntensors = int64_t(out.size());
   L.nstates = used;
@@ -380,7 +420,7 @@ void check_scalar(const char* op, const char* what, const at::Tensor& t, const c
 void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
   const RuleInfo& r = rule_of(oph);
   Args a = unpack(r, stack);
-  Launch L;
+  Launch L{};
   std::vector<TensorPtrs> ptrs = check_and_pack(r, a, L, c10::DeviceType::CPU);
   if (ptrs.empty()) return;
   const c10::Device dev = a.params[0].device();
@@ -410,7 +450,7 @@ void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
 void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
   const RuleInfo& r = rule_of(oph);
   Args a = unpack(r, stack);
-  Launch L;
+  Launch L{};
   std::vector<TensorPtrs> ptrs = check_and_pack(r, a, L, c10::DeviceType::CUDA);
   if (ptrs.empty()) return;
   const c10::Device dev = a.params[0].device();
@@ -436,6 +476,13 @@ void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
     }
   }
   L.stream = c10::cuda::getCurrentCUDAStream(dev.index()).stream();
+  at::Tensor red_ws;
+  if (r.red_out) {  // fp64 chunk partials of the per-tensor outputs (core/reduce.h)
+    int64_t nchunks = 0;
+    for (const auto& t : ptrs) nchunks += num_chunks(t.numel);
+    red_ws = at::empty({nchunks * r.red_out + 1}, a.params[0].options().dtype(at::kDouble));
+    L.red_workspace = red_ws.mutable_data_ptr<double>();
+  }
   cuda::Kernel k = cuda::kernel(r.op);
   TORCH_CHECK(k, "fusedopt: no CUDA kernel for ", r.op);
   k(L);

@@ -51,6 +51,9 @@ RULES = {
     # wrappers' rules: read no grads (the op has no grads list), step counters are float64
     "lookahead": RuleSpec("lookahead", ("slow_param", "momentum_buffer", "slow_momentum")),
     "iterate_avg": RuleSpec("iterate_avg", ("param_avg",), (("n_averaged", 0.0),)),
+    "lamb1": RuleSpec("lamb1", ("exp_avg", "exp_avg_sq")),
+    "lamb2": RuleSpec("lamb2", ("exp_avg", "exp_avg_sq")),
+    "lars": RuleSpec("lars", ("momentum_buffer",)),
 }
 NO_GRAD_RULES = ("lookahead", "iterate_avg")
 

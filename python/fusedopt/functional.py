@@ -50,9 +50,12 @@ def apply(
     param_comps: Optional[Sequence[Tensor]] = None,
     grad_scale: Optional[Tensor] = None,
     found_inf: Optional[Tensor] = None,
+    **reduced,
 ) -> None:
     """Generic entry: `states` holds one list per state slot of the rule (empty list = slot unused),
-    followed by one list per per-tensor scalar state (e.g. NAdam's mu_products)."""
+    followed by one list per per-tensor scalar state (e.g. NAdam's mu_products). `reduced`: the
+    global_in / tensor_in / tensor_out arguments of rules that read or write reduced values
+    (csrc/core/reduce.h)."""
     if isinstance(lr, Tensor):
         lr_f, lr_t = 0.0, lr
     else:
@@ -61,7 +64,7 @@ def apply(
     op(rule)(
         list(params), list(grads), *[list(s) for s in states], list(state_steps), list(param_comps or []),
         hyper=[float(h) for h in hyper], lr=lr_f, lr_tensor=lr_t, grad_scale=grad_scale,
-        found_inf=found_inf, flags=flags,
+        found_inf=found_inf, flags=flags, **reduced,
     )
 
 
@@ -258,12 +261,16 @@ def adapnm(params, grads, exp_avgs, neg_exp_avgs, exp_avg_sqs, max_exp_avg_sqs, 
 
 def adan(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads, state_steps, *, lr: LR = 1e-3,
          beta1: float = 0.98, beta2: float = 0.92, beta3: float = 0.99, eps: float = 1e-8,
-         weight_decay: float = 0.0, no_prox: bool = False, maximize: bool = False, **kw) -> None:
+         weight_decay: float = 0.0, no_prox: bool = False, maximize: bool = False, max_grad_norm: float = 0.0,
+         global_sumsq: Optional[Tensor] = None, **kw) -> None:
     """Adan (official adan.py, retention-form betas): at a param's first step neg_pre_grads is taken
-    as -grad; prox weight decay unless no_prox. No grad-norm clipping (clip the grads first)."""
+    as -grad; prox weight decay unless no_prox. Global clipping: with max_grad_norm > 0 pass
+    global_sumsq, the sum of squares of all grads (e.g. fusedopt.reduce.group_sumsq) as a float32
+    tensor on the params' device; grads are scaled by min(max_grad_norm / (sqrt(it) + eps), 1)."""
     apply("adan", params, grads, [exp_avgs, exp_avg_sqs, exp_avg_diffs, neg_pre_grads], state_steps,
-          hyper=[beta1, beta2, beta3, eps, weight_decay], lr=lr, flags=(1 << RULE_FLAG_SHIFT) if no_prox else 0,
-          maximize=maximize, **kw)
+          hyper=[beta1, beta2, beta3, eps, weight_decay, max_grad_norm], lr=lr,
+          flags=(1 << RULE_FLAG_SHIFT) if no_prox else 0, maximize=maximize,
+          global_in=global_sumsq if max_grad_norm > 0 else None, **kw)
 
 
 def lion(params, grads, exp_avgs, state_steps, *, lr: LR = 1e-4, beta1: float = 0.9, beta2: float = 0.99,

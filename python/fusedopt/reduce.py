@@ -40,6 +40,63 @@ def _group(tensors: list, names: list, where: str) -> dict:
     return out
 
 
+def _group_fast(tensors: list) -> dict:
+    """{(device, dtype): [tensors]} preserving order; complex groups as their real views. The ops check
+    each tensor (layout, dtype) and name it by its index in the group."""
+    out: dict = {}
+    for t in tensors:
+        key = (t.device, t.dtype)
+        lst = out.get(key)
+        if lst is None:
+            out[key] = lst = []
+        lst.append(t)
+    return out
+
+
+def _total_from_groups(groups: dict, norm_type: float, first, out_dtype, where: str) -> Tensor:
+    totals = []
+    for (_, dtype), ts in groups.items():
+        if dtype.is_complex:
+            if norm_type != 2.0:
+                raise RuntimeError(f"fusedopt.{where}: complex tensors ({dtype}) support only norm_type=2 (the "
+                                   "2-norm of a complex tensor is that of its real view)")
+            ts = [torch.view_as_real(t) for t in ts]
+        _, tot = torch.ops.fusedopt.multi_tensor_norm(ts, norm_type)
+        totals.append(tot if tot.device == first else tot.to(first))
+    if len(totals) == 1:
+        total = totals[0]
+    else:
+        stacked = torch.stack([t.double() for t in totals])
+        if norm_type == 0.0:  # torch: the 0-"norm" of the per-tensor norms counts the non-zero ones
+            total = stacked.sum()
+        else:
+            total = torch.linalg.vector_norm(stacked, norm_type)
+    return total if total.dtype == out_dtype else total.to(out_dtype)
+
+
+def _check_nonfinite(total: Tensor, norm_type: float):
+    if torch.logical_or(total.isnan(), total.isinf()):
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "
+            "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+            "`error_if_nonfinite=False`")
+
+
+def _clip_groups(groups: dict, max_norm: float, total_norm: Tensor):
+    for (dev, dtype), ts in groups.items():
+        if dtype.is_complex:
+            ts = [torch.view_as_real(t) for t in ts]
+            dtype = ts[0].dtype
+        if dtype == torch.float64:
+            # torch computes the coefficient in float64 here: keep its arithmetic
+            coef = torch.clamp(max_norm / (total_norm.to(dev, torch.float64) + 1e-6), max=1.0)
+            torch._foreach_mul_(ts, coef)
+            continue
+        tn = total_norm if total_norm.device == dev and total_norm.dtype == torch.float32 else total_norm.to(
+            device=dev, dtype=torch.float32)
+        torch.ops.fusedopt.multi_tensor_clip_(ts, tn.reshape(()), max_norm, 1e-6)
+
+
 def multi_tensor_sumsq(tensors: list, grad_scale: Optional[Tensor] = None, threads: int = 0):
     """(per-tensor sums of squares, their total) of tensors of one device and dtype (see module doc)."""
     return torch.ops.fusedopt.multi_tensor_sumsq(tensors, grad_scale=grad_scale, threads=threads)
@@ -162,12 +219,27 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
     is computed in float32 (torch: in the grad dtype); sparse grads are refused.
     """
     parameters = _as_list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = []
     for i, p in enumerate(parameters):
         g = p.grad
-        if g is not None and g.layout != torch.strided:
-            raise RuntimeError(f"fusedopt.clip_grad_norm_: parameters[{i}].grad is sparse ({g.layout}); "
-                               "only dense gradients are supported")
-    total_norm = get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
-    clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
+        if g is not None:
+            if g.layout != torch.strided:
+                raise RuntimeError(f"fusedopt.clip_grad_norm_: parameters[{i}].grad is sparse ({g.layout}); "
+                                   "only dense gradients are supported")
+            grads.append(g)
+    norm_type = float(norm_type)
+    if not grads:
+        return torch.tensor(0.0)
+    if math.isnan(norm_type):
+        raise RuntimeError("fusedopt.clip_grad_norm_: norm_type is NaN")
+    groups = _group_fast(grads)  # grouped once, for the norm and for the clip
+    out_dtype = None
+    for _, dtype in groups:
+        out_dtype = dtype if out_dtype is None else torch.promote_types(out_dtype, dtype)
+    if out_dtype.is_complex:
+        out_dtype = out_dtype.to_real()
+    total_norm = _total_from_groups(groups, norm_type, grads[0].device, out_dtype, "clip_grad_norm_")
+    if error_if_nonfinite:
+        _check_nonfinite(total_norm, norm_type)
+    _clip_groups(groups, float(max_norm), total_norm)
     return total_norm

@@ -18,6 +18,7 @@
 #include "core/aux.h"
 #include "core/launch.h"
 #include "core/numeric.h"
+#include "core/reduce.h"
 #include "core/rule_table.h"
 #include "cpu/api.h"
 #include "harness.h"
@@ -281,7 +282,21 @@ void ref_step(const Launch& L) {
 }
 
 template <class Rule>
+void ref_rule_elementwise(const Launch& L);
+
+template <class Rule>
 void ref_rule(const Launch& L) {
+  if constexpr (ReadsReduced<Rule> || HasRedOut<Rule> || NoStepBump<Rule>) {
+    // cross-tensor rules (core/reduce.h) are tested from Python (tests/test_lamb_lars.py)
+    (void)L;
+    std::abort();
+  } else {
+    ref_rule_elementwise<Rule>(L);
+  }
+}
+
+template <class Rule>
+void ref_rule_elementwise(const Launch& L) {
   const int v = variant_of(L.flags);
   const bool f64 = L.param_dt == Dt::F64;
   if constexpr (Rule::kNumVariants > 1) {
@@ -608,3 +623,47 @@ TEST_CASE(empty_launch) {
 }  // namespace
 
 int main(int argc, char** argv) { return fo_test::run_all(argc, argv); }
+
+// ---- reduction engine (core/reduce.h): bitwise the same for 1 and 2 threads and for every ISA --------
+namespace {
+TEST_CASE(reduce_is_bitwise_deterministic_across_threads_and_isas) {
+  std::vector<float> a(300001), b(70000), c(5);
+  uint32_t x = 12345u;
+  for (auto* v : {&a, &b, &c})
+    for (auto& e : *v) {
+      x = x * 1664525u + 1013904223u;
+      e = float(int32_t(x >> 8) % 20001 - 10000) * 1e-3f;
+    }
+  const void* data[3] = {a.data(), b.data(), c.data()};
+  const int64_t numel[3] = {int64_t(a.size()), int64_t(b.size()), int64_t(c.size())};
+  double want_total = 0.0;
+  for (auto* v : {&a, &b, &c})
+    for (float e : *v) want_total += double(e) * double(e);
+  float first_per[3] = {}, first_total = 0.f;
+  bool have = false;
+  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
+    if (int(isa) > int(cpu::active_isa())) continue;
+    for (int threads : {1, 2}) {
+      float per[3], total;
+      ReduceArgs r{};
+      r.data = data;
+      r.numel = numel;
+      r.ntensors = 3;
+      r.dt = Dt::F32;
+      r.op = RedOp::SumSq;
+      r.per_tensor = per;
+      r.total = &total;
+      r.nthreads = threads;
+      cpu::reduce_kernel(isa)(r);
+      CHECK(std::fabs(double(total) - want_total) <= 1e-6 * want_total);
+      if (!have) {
+        std::memcpy(first_per, per, sizeof per);
+        first_total = total;
+        have = true;
+      }
+      CHECK(std::memcmp(per, first_per, sizeof per) == 0);
+      CHECK(std::memcmp(&total, &first_total, sizeof total) == 0);
+    }
+  }
+}
+}  // namespace

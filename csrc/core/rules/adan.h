@@ -7,22 +7,28 @@
 //     n = b3*n + (1-b3)*z^2; denom = sqrt(n)/sqrt(bc3) + eps (eps outside the root);
 //     p -= (lr/bc1)*m/denom; p -= (lr*b2/bc2)*d/denom;
 //   * weight decay: prox by default, p = (p - lr*u)/(1 + lr*wd); kNoProx: p *= 1 - lr*wd before.
-// Global grad-norm clipping (max_grad_norm > 0) needs a cross-tensor reduction: not here
-// (the Python class refuses it).
+// Global grad-norm clipping (official adan.py: grads scaled in place before the update): with
+// max_grad_norm > 0 the op's global_in holds G2 = sum of squares of all grads of the optimizer
+// (reduction engine, core/reduce.h) and every grad is multiplied by
+//   clip = min(max_grad_norm / (sqrt(G2) + eps), 1)     (fp32, as the official torch.clamp)
+// through grad_factor() (the engine folds it into the per-element grad sign), so m, d, n and the
+// stored previous grad all see the clipped grad, as in the official code; .grad itself is untouched.
 //
-// hyper: [beta1, beta2, beta3, eps, weight_decay]
+// hyper: [beta1, beta2, beta3, eps, weight_decay, max_grad_norm]
 // states: s0 = exp_avg, s1 = exp_avg_sq, s2 = exp_avg_diff, s3 = neg_pre_grad
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
 #include "common.h"
+#include "../reduce.h"
 
 namespace fusedopt::rules {
 
 struct Adan {
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 5;
+  static constexpr int kNumHyper = 6;
+  static constexpr int kGlobalIn = 1;  // sum of squares of all grads (read when max_grad_norm > 0)
   enum : int { kNoProx = 1 };  // rule runtime flag
   FO_HD static constexpr int num_states(int) { return 4; }
 
@@ -51,6 +57,19 @@ struct Adan {
     c.wd_factor = no_prox ? T(1.0 - lr * wd) : T(1.0 + lr * wd);
     c.mode = (step == 1.0 ? 1 : 0) | (no_prox ? 2 : 0);
     return c;
+  }
+
+  template <class T>
+  FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags, const RedIn&) {
+    return make<T>(h, lr, step, rflags);
+  }
+
+  // Factor the engine applies to every grad element (core/reduce.h): the global clip coefficient.
+  FO_HD static float grad_factor(const double* h, int, const RedIn& r) {
+    const double max_norm = h[5];
+    if (r.global == nullptr || !(max_norm > 0.0)) return 1.0f;
+    const float c = float(max_norm) / (fo_sqrt(r.global[0]) + float(h[3]));
+    return c > 1.0f ? 1.0f : c;  // NaN stays NaN (torch.clamp(max=1))
   }
 
   template <int V, class T>

@@ -7,6 +7,18 @@ one op call each, AMP (`grad_scale` / `found_inf` from torch.amp.GradScaler hand
 the kernel), tensor lr, and a state_dict that loads both ways with torch.optim
 without casting states to the param dtype.
 
+Cross-tensor rules ("reduce then element-wise", csrc/core/reduce.h) declare up to three things
+and the base class wires the reduction engine in:
+  _global_in = True      the op takes global_in = sum of squares of the (unscaled) grads of every
+                         param with a grad in every group whose _wants_global_sumsq(group) is true;
+  _pre_reduce = (...)    per-tensor sums of squares of "params" / "grads" computed before the
+                         element-wise pass and handed as tensor_in (plus _tensor_in_extra columns);
+  _passes = (...), _red_out = k   multi-pass rules: the first op writes k per-tensor sums into
+                         tensor_out, each later op of _passes reads them as tensor_in.
+`reduce_hook` (None by default) is called as hook(kind, tensor) with kind "global_sumsq" or
+"tensor_sums" right after each reduction and before the element-wise pass that reads it: a
+distributed wrapper all-reduces the partial sums of sharded params there, in place.
+
 Per-step host work: after the first step the tensor lists of each bucket are cached,
 so a step costs one pass over `p.grad` plus one op call per bucket. The cache is
 rebuilt when the set of params with grads changes, or after load_state_dict /
@@ -74,6 +86,12 @@ class FusedOptimizer(Optimizer):
 
     _rule: str = ""  # op name in fusedopt._ops.RULES
     _step_supports_amp_scaling = True
+    # cross-tensor rules (see the module docstring)
+    _global_in: bool = False
+    _pre_reduce: tuple = ()
+    _passes: tuple = ()
+    _red_out: int = 0
+    reduce_hook = None
 
     def __init__(self, params, defaults: dict, *, foreach=None, fused=None, capturable: bool = False,
                  differentiable: bool = False, state_dtype=None, param_rounding: str = "nearest",
@@ -88,6 +106,7 @@ class FusedOptimizer(Optimizer):
             _check_scalar("learning rate", defaults["lr"])
         if state_bits == 16 and state_dtype is None:
             state_dtype = torch.bfloat16  # state_bits=16 is state_dtype=torch.bfloat16
+        self._check_8bit_supported(state_bits)
         self._check_state_options(state_dtype, param_rounding, state_bits, min_8bit_size, block_size)
         defaults = dict(defaults)
         defaults.setdefault("foreach", foreach)
@@ -113,11 +132,40 @@ class FusedOptimizer(Optimizer):
     def _rule_flags(self, group) -> int:
         return 0
 
+    def _wants_global_sumsq(self, group) -> bool:
+        """Whether this group's op reads the global grad sum of squares (global_in)."""
+        return False
+
+    def _tensor_in_extra(self, group, idx: list, params: list) -> list:
+        """Extra per-tensor columns of tensor_in after the _pre_reduce sums (float lists)."""
+        return []
+
+    def _global_sumsq(self, grad_scale):
+        """Sum of squares of the unscaled grads of every group that wants it, on the first grad's
+        device (a 0-dim float32 tensor), or None."""
+        from ..reduce import group_sumsq
+
+        grads = [p.grad for g in self.param_groups if self._wants_global_sumsq(g)
+                 for p in g["params"] if p.grad is not None]
+        if not grads:
+            return None
+        total = group_sumsq(grads, grads[0].device, grad_scale, where=type(self).__name__)
+        if self.reduce_hook is not None:
+            self.reduce_hook("global_sumsq", total)
+        return total
+
     def _state_init_value(self, key: str, group) -> float:
         """Value a new per-element state starts at (default 0; Adagrad's sum: initial_accumulator_value)."""
         return 0.0
 
     # -- options ------------------------------------------------------------------------
+    _supports_8bit = True  # False: a rule whose passes cannot keep 8-bit states (LAMB)
+
+    def _check_8bit_supported(self, state_bits):
+        if state_bits == 8 and not self._supports_8bit:
+            raise ValueError(f"fusedopt.{type(self).__name__} does not support state_bits=8 (its first pass writes "
+                             "per-tensor sums, which the 8-bit tile walk does not); use state_bits=32 or 16")
+
     @staticmethod
     def _check_state_options(state_dtype, param_rounding, state_bits=32, min_8bit_size=4096, block_size=256):
         if state_dtype not in (None, torch.float32, torch.bfloat16):
@@ -141,6 +189,7 @@ class FusedOptimizer(Optimizer):
             group.setdefault(k, v)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._check_8bit_supported(param_group.get("state_bits", self.defaults.get("state_bits", 32)))
         super().add_param_group(param_group)
         g = self.param_groups[-1]
         if g.get("state_bits") == 16 and g.get("state_dtype") is None:
@@ -304,6 +353,7 @@ class FusedOptimizer(Optimizer):
         grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
         found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
         compiling = torch.compiler.is_compiling()
+        gsq = self._global_sumsq(grad_scale) if self._global_in else None
         for gi, group in enumerate(self.param_groups):
             grads = [p.grad for p in group["params"]]
             if compiling:
@@ -336,15 +386,54 @@ class FusedOptimizer(Optimizer):
                 lt = lr_t
                 if lt is not None and lt.device != device and lt.device.type != "cpu":
                     lt = lt.to(device)
+                extra = {}
+                if self._global_in:
+                    extra["global_in"] = None if gsq is None or not self._wants_global_sumsq(group) else (
+                        gsq if gsq.device == device else gsq.to(device))
+                if self._pre_reduce:
+                    extra["tensor_in"] = self._pre_reduced(group, idx, params, bgrads, gs)
+                if self._red_out:
+                    extra["tensor_out"] = torch.empty((len(params), self._red_out), dtype=torch.float32,
+                                                      device=device)
                 try:
                     kernel(params, bgrads, *states, steps, comps, hyper=hyper, lr=lr_f, lr_tensor=lt,
-                           grad_scale=gs, found_inf=fi, flags=flags, state_absmax=flat_absmax, block_size=block)
+                           grad_scale=gs, found_inf=fi, flags=flags, state_absmax=flat_absmax, block_size=block,
+                           **extra)
+                    sums = extra.get("tensor_out")
+                    for later in self._passes:
+                        if self.reduce_hook is not None:
+                            self.reduce_hook("tensor_sums", sums)
+                        # grads were unscaled in place by the first pass: no grad_scale here
+                        more = {"global_in": extra["global_in"]} if "global_in" in extra else {}
+                        op(later)(params, bgrads, *states, steps, comps, hyper=hyper, lr=lr_f, lr_tensor=lt,
+                                  grad_scale=None, found_inf=fi, flags=flags, state_absmax=flat_absmax,
+                                  block_size=block, tensor_in=sums, **more)
                 except RuntimeError:
                     if not compiling:
                         for pi, p in zip(idx, params):
                             self._validate_param(p, grads[pi], gi, pi, group)
                     raise
         return loss
+
+    def _pre_reduced(self, group, idx, params, grads, grad_scale):
+        """tensor_in of a rule with _pre_reduce: [n, k] float32 per-tensor sums of squares of the
+        named lists (grads unscaled by grad_scale), then the _tensor_in_extra columns."""
+        cols = []
+        for name in self._pre_reduce:
+            lst = params if name == "params" else grads
+            per, _ = torch.ops.fusedopt.multi_tensor_sumsq(lst, grad_scale=grad_scale if name == "grads" else None)
+            cols.append(per.float())
+        # the extra columns depend on the params only: built once per bucket (no host-to-device copy per step)
+        cache = self.__dict__.setdefault("_extra_cols", {})
+        key = tuple(id(p) for p in params)
+        if key not in cache:
+            extra = self._tensor_in_extra(group, idx, params)
+            cache[key] = [torch.tensor(c, dtype=torch.float32).to(params[0].device) for c in extra]
+        cols += cache[key]
+        out = torch.stack(cols, 1).contiguous()
+        if self.reduce_hook is not None:
+            self.reduce_hook("tensor_sums", out)
+        return out
 
     # -- state_dict ---------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -127,14 +127,23 @@ class Adan(FusedOptimizer):
     ``exp_avg_sq``, ``exp_avg_diff`` and ``neg_pre_grad`` (minus the previous grad, as the
     official code keeps it).
 
-    Deviations from the reference: ``max_grad_norm`` (global grad-norm clipping) needs a
-    cross-tensor reduction that is not implemented yet: only 0.0 (off, the default) is accepted.
-    ``foreach`` / ``fused`` default to None (always fused; ``fused=False`` is refused) where the
+    ``max_grad_norm > 0``: global grad-norm clipping as the official code, before anything else:
+    ``G = sqrt(sum of |g|^2 over every param of every group with max_grad_norm > 0)`` (one fused
+    reduction, float64 accumulation), ``clip = min(max_grad_norm / (G + eps), 1)`` in float32 on
+    the device (no host sync), and every grad is multiplied by ``clip`` inside the kernel, so the
+    moments and the stored previous grad see the clipped grad. Unlike the official code ``p.grad``
+    itself is left unclipped.
+
+    Deviations from the reference: ``foreach`` / ``fused`` default to None (always fused; ``fused=False`` is refused) where the
     reference defaults to foreach=True, fused=False. The step counter is per param (the reference
     counts per group: the same unless a param skips steps with grad=None). ``maximize`` is added
     (the previous grad is then the negated one). ``restart_opt`` is not provided.
 """ + _FUSED_DOC
     _rule = "adan"
+    _global_in = True  # global grad sum of squares, read when max_grad_norm > 0
+
+    def _wants_global_sumsq(self, group):
+        return float(group.get("max_grad_norm", 0.0)) > 0
 
     def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, max_grad_norm=0.0,
                  no_prox=False, foreach=None, fused=None, *, maximize=False, capturable=False,
@@ -144,10 +153,6 @@ class Adan(FusedOptimizer):
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
         _check_scalar("max_grad_norm", max_grad_norm)
-        if float(max_grad_norm) > 0:
-            raise ValueError(f"fusedopt.Adan: max_grad_norm={max_grad_norm} (global grad-norm clipping) is not "
-                             "supported yet (it needs a cross-tensor reduction); use max_grad_norm=0.0 and clip "
-                             "with torch.nn.utils.clip_grad_norm_ before step()")
         _check_betas_ranges(betas, [_UNIT, _UNIT, _UNIT])
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                         no_prox=bool(no_prox), foreach=foreach, fused=fused, maximize=maximize,
@@ -157,10 +162,8 @@ class Adan(FusedOptimizer):
                          state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
 
     def _hyper(self, group):
-        if float(group.get("max_grad_norm", 0.0)) > 0:
-            raise ValueError("fusedopt.Adan: max_grad_norm > 0 (global grad-norm clipping) is not supported yet")
         b1, b2, b3 = group["betas"]
-        return [b1, b2, b3, group["eps"], group["weight_decay"]]
+        return [b1, b2, b3, group["eps"], group["weight_decay"], float(group.get("max_grad_norm", 0.0))]
 
     def _rule_flags(self, group):
         return (1 << RULE_FLAG_SHIFT) if group["no_prox"] else 0

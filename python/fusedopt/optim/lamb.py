@@ -1,0 +1,136 @@
+"""LAMB (apex FusedLAMB semantics) and LARS (the paper's form): cross-tensor rules built on the
+reduction engine (csrc/core/reduce.h) through FusedOptimizer's reduce-then-element-wise plan."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from torch import Tensor
+
+from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
+from .adam import _FUSED_DOC
+from .base import FusedOptimizer, _check_scalar, check_betas
+
+__all__ = ["LAMB", "FusedLAMB", "LARS"]
+
+
+class LAMB(FusedOptimizer):
+    """LAMB, fused; NVIDIA apex ``FusedLAMB`` semantics (same arguments and defaults).
+
+    Per step: (0) the global grad norm ``G`` over every param with a grad in every group with
+    ``max_grad_norm > 0`` (one fused reduction, float64 accumulation, no host sync); (1) a fused
+    pass: ``g <- g / (G / max_grad_norm)`` if ``G > max_grad_norm``; with ``adam_w_mode=False``
+    ``g <- g + weight_decay * p``; ``m = beta1 m + beta3 g`` (``beta3 = 1 - beta1`` if
+    ``grad_averaging`` else 1); ``v = beta2 v + (1 - beta2) g^2``;
+    ``u = (m / bc1) / (sqrt(v / bc2) + eps)`` (``bc = 1 - beta^t``, or 1 without
+    ``bias_correction``), ``+ weight_decay * p`` with ``adam_w_mode``; and it sums ``p^2`` and
+    ``u^2`` per tensor, storing nothing; (2) a fused pass that recomputes ``m``, ``v`` and ``u``
+    from the same inputs (bitwise the same values), stores ``m`` and ``v`` and applies
+    ``p -= ratio * u`` with ``ratio = lr * ||p|| / ||u||`` when
+    (``use_nvlamb`` or ``weight_decay != 0``) and both norms are non-zero, else ``lr``.
+    States ``exp_avg``, ``exp_avg_sq``; ``u`` is never stored and ``p.grad`` is not modified
+    (apex writes ``u`` into the grad buffer).
+
+    Deviations from apex: ``max_grad_norm <= 0`` turns clipping off (apex would divide by zero);
+    the step counter is per param (apex: per group, the same unless a param skips steps);
+    ``amsgrad=True`` is refused (as apex); ``maximize`` is added.
+""" + _FUSED_DOC
+    _rule = "lamb1"
+    _passes = ("lamb2",)
+    _red_out = 2
+    _global_in = True
+    _supports_8bit = False  # pass 1 writes per-tensor sums: not combined with the 8-bit tile walk
+
+    def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
+                 amsgrad=False, adam_w_mode=True, grad_averaging=True, set_grad_none=True, max_grad_norm=1.0,
+                 use_nvlamb=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
+                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
+                 block_size=256):
+        if amsgrad:
+            raise RuntimeError("fusedopt.LAMB does not support the AMSGrad variant (as apex FusedLAMB).")
+        _check_scalar("learning rate", lr)
+        _check_scalar("epsilon value", eps)
+        _check_scalar("weight_decay value", weight_decay)
+        _check_scalar("max_grad_norm", max_grad_norm)
+        check_betas(betas)
+        defaults = dict(lr=lr, bias_correction=bool(bias_correction), betas=tuple(betas), eps=eps,
+                        weight_decay=weight_decay, adam_w_mode=bool(adam_w_mode), grad_averaging=bool(grad_averaging),
+                        max_grad_norm=max_grad_norm, use_nvlamb=bool(use_nvlamb), maximize=maximize)
+        self.set_grad_none = set_grad_none
+        super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
+                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+
+    def zero_grad(self, set_to_none: Optional[bool] = None):
+        super().zero_grad(self.set_grad_none if set_to_none is None else set_to_none)
+
+    def _wants_global_sumsq(self, group):
+        return float(group["max_grad_norm"]) > 0
+
+    def _hyper(self, group):
+        b1, b2 = group["betas"]
+        return [b1, b2, group["eps"], group["weight_decay"], float(group["max_grad_norm"])]
+
+    def _rule_flags(self, group):
+        f = (1 if group["adam_w_mode"] else 0) | (2 if group["bias_correction"] else 0)
+        f |= (4 if group["grad_averaging"] else 0) | (8 if group["use_nvlamb"] else 0)
+        return f << RULE_FLAG_SHIFT
+
+
+FusedLAMB = LAMB
+
+
+def _exclude_1d(p: Tensor) -> bool:
+    return p.ndim <= 1
+
+
+class LARS(FusedOptimizer):
+    """LARS (layer-wise adaptive rate scaling), fused; the paper's form (You et al. 2017).
+
+    Per tensor, from its norms (one fused reduction each of the params and of the unscaled grads):
+    ``trust = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)`` when both norms
+    are non-zero, else 1; ``trust_clip=True``: ``trust = min(trust / lr, 1)`` (LARC's clipping);
+    ``d = g + weight_decay * w``; ``v = momentum * v + lr * trust * d``; ``w -= v``
+    (``nesterov``: ``w -= momentum * v + lr * trust * d``). Params for which ``exclude_fn(p)`` is
+    true (default: 1-D params, i.e. biases and norm weights) get ``trust = 1`` and no weight
+    decay; ``exclude_fn=None`` adapts every param. State ``momentum_buffer`` (none when
+    ``momentum == 0``).
+
+    The paper puts ``lr`` inside the momentum (``v`` carries past lrs); with a constant ``lr``
+    this is ``buf = momentum * buf + trust * d; w -= lr * buf`` (pytorch_optimizer.LARS with
+    ``dampening=0``; its ratio has no eps and keeps ``trust_coefficient / weight_decay`` for a
+    zero grad, where ours is 1).
+""" + _FUSED_DOC
+    _rule = "lars"
+    _pre_reduce = ("params", "grads")
+
+    def __init__(self, params, lr=1e-3, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8,
+                 nesterov=False, trust_clip=False, exclude_fn: Optional[Callable[[Tensor], bool]] = _exclude_1d, *,
+                 maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
+                 state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256):
+        _check_scalar("learning rate", lr)
+        _check_scalar("momentum value", momentum, 0.0, 1.0)
+        _check_scalar("weight_decay value", weight_decay)
+        _check_scalar("trust_coefficient", trust_coefficient)
+        _check_scalar("epsilon value", eps)
+        if nesterov and float(momentum) <= 0:
+            raise ValueError("Nesterov momentum requires a momentum > 0")
+        self.exclude_fn = exclude_fn
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                        eps=eps, nesterov=bool(nesterov), trust_clip=bool(trust_clip), maximize=maximize)
+        super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
+                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
+                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+
+    def _active_slots(self, group):
+        return (float(group["momentum"]) > 0,)
+
+    def _tensor_in_extra(self, group, idx, params):
+        fn = self.exclude_fn
+        return [[0.0 if fn is not None and fn(p) else 1.0 for p in params]]
+
+    def _hyper(self, group):
+        return [group["momentum"], group["weight_decay"], group["trust_coefficient"], group["eps"]]
+
+    def _rule_flags(self, group):
+        f = (1 if group["nesterov"] else 0) | (2 if group["trust_clip"] else 0)
+        return (f << RULE_FLAG_SHIFT) | ((1 << VARIANT_SHIFT) if float(group["momentum"]) > 0 else 0)
