@@ -105,10 +105,11 @@ FO_HD int q8_sign_fix(int code, float x) {
 // Inverse scale of a block: 1/absmax, 0 for absmax 0 (every value then encodes as the 0 code).
 FO_HD float q8_inv(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 0.0f; }
 
-// |x| if finite, else 0: what a block's absmax is the max of.
+// |x| if finite, else 0: what a block's absmax is the max of. Always +0.0 for a zero (-0.0 too):
+// the CPU engine takes the max of the bit patterns, where -0.0 would beat every positive value.
 FO_HD float q8_abs_finite(float x) {
   const float a = x < 0.0f ? -x : x;
-  return a <= 3.402823466e38f ? a : 0.0f;  // false for inf and NaN
+  return a > 0.0f && a <= 3.402823466e38f ? a : 0.0f;  // false for +-0, inf and NaN
 }
 
 // Fills bucket[kQ8Buckets]: the first code of each bucket. Returns false if some bucket holds two

@@ -74,6 +74,8 @@ TEST_CASE(normalise_sign_fix_and_guards) {
   CHECK(q8_normalise(-3.0f, 0.5f, 0.0f) == 0.0f);
   CHECK(q8_inv(0.0f) == 0.0f);
   CHECK(q8_abs_finite(-INFINITY) == 0.0f && q8_abs_finite(NAN) == 0.0f && q8_abs_finite(-2.0f) == 2.0f);
+  // the CPU engine maxes bit patterns: -0.0 (0x80000000) must come back as +0.0 or it beats all
+  CHECK(q8_bits(q8_abs_finite(-0.0f)) == 0u && q8_bits(q8_abs_finite(0.0f)) == 0u);
   CHECK(q8_sign_fix(kQ8ZeroSigned, 1e-9f) == kQ8ZeroSigned + 1);
   CHECK(q8_sign_fix(kQ8ZeroSigned, -1e-9f) == kQ8ZeroSigned - 1);
   CHECK(q8_sign_fix(kQ8ZeroSigned, 0.0f) == kQ8ZeroSigned);
