@@ -428,15 +428,21 @@ def test_closure_and_zero_grad():
 
 @pytest.mark.parametrize("isa", ["scalar", "avx2"])
 def test_every_cpu_isa_gives_the_same_bits(isa):
-    """The baseline and AVX2 kernels give bitwise the same fp32 result as the default ISA."""
+    """The baseline and AVX2 kernels give bitwise the same result as the default ISA: fp32 states,
+    and 8-bit states (codes, absmax and params; the requantization has per-ISA SIMD bodies)."""
     code = (
         "import torch, fusedopt;"
         "torch.manual_seed(0);"
         "ps=[torch.randn(s, requires_grad=True) for s in [(1,),(7,),(4097,),(70001,)]];"
         "o=fusedopt.Adam(ps, lr=1e-2, amsgrad=True, weight_decay=0.1);"
         "[([setattr(p,'grad',torch.randn_like(p)) for p in ps], o.step()) for _ in range(3)];"
+        "qs=[torch.randn(s, requires_grad=True) for s in [(1,),(7,),(4097,),(70001,)]];"
+        "q8=fusedopt.AdamW(qs, lr=1e-2, weight_decay=0.1, state_bits=8, min_8bit_size=0);"
+        "gs=lambda q: torch.randn_like(q)*torch.rand_like(q).pow(8)*torch.rand_like(q).lt(0.9);"
+        "[([setattr(q,'grad',gs(q)) for q in qs], q8.step()) for _ in range(3)];"
         "print(fusedopt.build_info()['cpu_isa']);"
-        "torch.save([p.detach() for p in ps], __import__('sys').argv[1])"
+        "st=[v for q in qs for k,v in sorted(q8.state[q].items()) if k!='step'];"
+        "torch.save([p.detach() for p in ps + qs] + st, __import__('sys').argv[1])"
     )
     outs = []
     for cap in (isa, "avx512"):

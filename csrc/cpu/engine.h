@@ -32,6 +32,7 @@
 #include "../core/reduce.h"
 #include "../core/storage.h"
 #include "../core/traits.h"
+#include "q8_block.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -171,29 +172,14 @@ struct Engine {
 
   // Requantize n new values of one state's block starting at b0 (see core/q8.h).
   static void store_block(const SP& sp, int64_t b0, int n, const float* v) {
-    // absmax over the finite values; for non-negative floats the bit patterns order like the
-    // values, so an integer max reduction (which vectorises) gives the float max exactly
-    uint32_t mbits = 0;
-    for (int j = 0; j < n; ++j) {
-      const uint32_t a = q8_bits(q8_abs_finite(v[j]));
-      mbits = a > mbits ? a : mbits;
-    }
+    const uint32_t mbits = q8_block_absmax(v, n);
     float m;
     std::memcpy(&m, &mbits, 4);
     const float inv = q8_inv(m);
-    const float* mid = sp.book.mid;
-    const int32_t* bucket = sp.book.bucket;
-    uint8_t* out = sp.p + b0;
-    if (sp.book.is_signed) {
-#pragma GCC ivdep
-      for (int j = 0; j < n; ++j) {
-        const int c = q8_encode_bucket(mid, bucket, q8_normalise(v[j], inv, -1.0f));
-        out[j] = uint8_t(q8_sign_fix(c, v[j]));
-      }
-    } else {
-#pragma GCC ivdep
-      for (int j = 0; j < n; ++j) out[j] = uint8_t(q8_encode_bucket(mid, bucket, q8_normalise(v[j], inv, 0.0f)));
-    }
+    if (sp.book.is_signed)
+      q8_block_encode<true>(v, n, inv, sp.book, sp.p + b0);
+    else
+      q8_block_encode<false>(v, n, inv, sp.book, sp.p + b0);
     sp.absmax[b0 >> sp.block_shift] = m;
   }
 

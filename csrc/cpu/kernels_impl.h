@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>  // q8_block.h's AVX2 / AVX-512 bodies
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -1,0 +1,143 @@
+// Requantization of one block of new fp32 state values into 8-bit codes (core/q8.h), CPU engines.
+// torch-free.
+//
+// Two steps over the block's n values v[0..n):
+//   q8_block_absmax: max |v| over the finite values (the block's new absmax);
+//   q8_block_encode: codes of v under inverse scale inv (q8_normalise, q8_encode_bucket and, for a
+//                    signed map, q8_sign_fix).
+// Each has an AVX-512 and an AVX2 body, used where the including TU is compiled for that ISA
+// (kernels_avx512.cpp / kernels_avx2.cpp define FO_ISA_AVX512 / FO_ISA_AVX2: g++'s
+// `#pragma GCC target` in kernels_impl.h does not define __AVX512F__ / __AVX2__), and the scalar one
+// (core/q8.h's functions) otherwise and for the tails. GCC does not vectorise the scalar loops (the
+// table lookups are gathers). Every body computes the same IEEE operations as the scalar code, so
+// the codes are bit-identical on every ISA:
+//   xn = x * inv (one rounding, no FMA);  NaN -> 0;  xn < lo ? lo : xn;  xn > 1 ? 1 : xn
+// (max_ps(lo, xn) and min_ps(1, xn) return their second operand on ties, -0.0 included, which is
+// what the scalar selects keep); bucket and midpoint lookups are gathers from the same tables.
+#pragma once
+#include <cstdint>
+
+#include "../core/q8.h"
+
+#if defined(FO_ISA_AVX512) || defined(FO_ISA_AVX2)
+#include <immintrin.h>
+#endif
+
+// Per-ISA namespace (FO_ISA, see kernels_impl.h): each TU's bodies differ, so they must not merge.
+namespace fusedopt::cpu::FO_ISA {
+
+// Bit pattern of the block's absmax: for non-negative floats the bit patterns order like the
+// values, so an integer max gives the float max exactly. Non-finite values count as 0.
+inline uint32_t q8_block_absmax(const float* v, int n) {
+  uint32_t m = 0;
+  int j = 0;
+#if defined(FO_ISA_AVX512)
+  {
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), max_finite = _mm512_set1_epi32(0x7f7fffff);
+    __m512i vm = _mm512_setzero_si512();
+    for (; j < n; j += 16) {
+      const __mmask16 live = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1u);
+      const __m512i a = _mm512_and_si512(_mm512_castps_si512(_mm512_maskz_loadu_ps(live, v + j)), abs_mask);
+      vm = _mm512_mask_max_epu32(vm, _mm512_cmple_epu32_mask(a, max_finite), vm, a);
+    }
+    m = uint32_t(_mm512_reduce_max_epu32(vm));
+  }
+#elif defined(FO_ISA_AVX2)
+  {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), max_finite = _mm256_set1_epi32(0x7f7fffff);
+    __m256i vm = _mm256_setzero_si256();
+    for (; j + 8 <= n; j += 8) {
+      const __m256i a = _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(v + j)), abs_mask);
+      // a <= 0x7fffffff, so the signed compare orders it correctly
+      vm = _mm256_max_epi32(vm, _mm256_andnot_si256(_mm256_cmpgt_epi32(a, max_finite), a));
+    }
+    __m128i h = _mm_max_epi32(_mm256_castsi256_si128(vm), _mm256_extracti128_si256(vm, 1));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    m = uint32_t(_mm_cvtsi128_si32(h));
+  }
+#endif
+  for (; j < n; ++j) {
+    const uint32_t a = q8_bits(q8_abs_finite(v[j]));
+    m = a > m ? a : m;
+  }
+  return m;
+}
+
+template <bool kSigned>
+inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book, uint8_t* out) {
+  const float* mid = book.mid;
+  const int32_t* bucket = book.bucket;
+  constexpr float lo = kSigned ? -1.0f : 0.0f;
+  int j = 0;
+#if defined(FO_ISA_AVX512)
+  {
+    const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo), one = _mm512_set1_ps(1.0f);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), one_i = _mm512_set1_epi32(1);
+    const __m512i blo = _mm512_set1_epi32(int(kQ8BucketLo)), bhi = _mm512_set1_epi32(int(kQ8BucketHi));
+    const __m512i half = _mm512_set1_epi32(kQ8BucketHalf), zero_code = _mm512_set1_epi32(kQ8ZeroSigned);
+    for (; j < n; j += 16) {
+      const __mmask16 live = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1u);
+      const __m512 x = _mm512_maskz_loadu_ps(live, v + j);
+      __m512 xn = _mm512_mul_ps(x, vinv);
+      xn = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(xn, xn, _CMP_ORD_Q), xn);  // NaN -> 0
+      xn = _mm512_min_ps(one, _mm512_max_ps(vlo, xn));
+      const __m512i u = _mm512_castps_si512(xn);
+      __m512i a = _mm512_srli_epi32(_mm512_and_si512(u, abs_mask), 16);
+      a = _mm512_min_epu32(_mm512_max_epu32(a, blo), bhi);
+      const __m512i idx = _mm512_add_epi32(_mm512_sub_epi32(a, blo), _mm512_and_si512(_mm512_srai_epi32(u, 31), half));
+      const __m512i k = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, bucket, 4);
+      const __m512 mk = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, k, mid, 4);
+      __m512i c = _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(mk, xn, _CMP_LE_OQ), k, one_i);
+      if constexpr (kSigned) {
+        const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
+        c = _mm512_mask_add_epi32(c, pos & _mm512_cmple_epi32_mask(c, zero_code), c, one_i);
+        const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+        c = _mm512_mask_sub_epi32(c, neg & _mm512_cmpge_epi32_mask(c, zero_code), c, one_i);
+      }
+      _mm512_mask_cvtepi32_storeu_epi8(out + j, live, c);
+    }
+  }
+#elif defined(FO_ISA_AVX2)
+  {
+    const __m256 vinv = _mm256_set1_ps(inv), vlo = _mm256_set1_ps(lo), one = _mm256_set1_ps(1.0f);
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    const __m256i blo = _mm256_set1_epi32(int(kQ8BucketLo)), bhi = _mm256_set1_epi32(int(kQ8BucketHi));
+    const __m256i half = _mm256_set1_epi32(kQ8BucketHalf);
+    const __m256i zero_code_m1 = _mm256_set1_epi32(kQ8ZeroSigned - 1);
+    const __m256i zero_code_p1 = _mm256_set1_epi32(kQ8ZeroSigned + 1);
+    for (; j + 8 <= n; j += 8) {
+      const __m256 x = _mm256_loadu_ps(v + j);
+      __m256 xn = _mm256_mul_ps(x, vinv);
+      xn = _mm256_and_ps(_mm256_cmp_ps(xn, xn, _CMP_ORD_Q), xn);  // NaN -> 0
+      xn = _mm256_min_ps(one, _mm256_max_ps(vlo, xn));
+      const __m256i u = _mm256_castps_si256(xn);
+      __m256i a = _mm256_srli_epi32(_mm256_and_si256(u, abs_mask), 16);
+      a = _mm256_min_epu32(_mm256_max_epu32(a, blo), bhi);
+      const __m256i idx = _mm256_add_epi32(_mm256_sub_epi32(a, blo), _mm256_and_si256(_mm256_srai_epi32(u, 31), half));
+      const __m256i k = _mm256_i32gather_epi32(bucket, idx, 4);
+      const __m256 mk = _mm256_i32gather_ps(mid, k, 4);
+      // compare masks are all ones (-1) where true: c = k + 1 is k - mask
+      __m256i c = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(mk, xn, _CMP_LE_OQ)));
+      if constexpr (kSigned) {
+        const __m256i pos = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_GT_OQ)),
+                                             _mm256_cmpgt_epi32(zero_code_p1, c));  // c <= 127
+        c = _mm256_sub_epi32(c, pos);
+        const __m256i neg = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_LT_OQ)),
+                                             _mm256_cmpgt_epi32(c, zero_code_m1));  // c >= 127
+        c = _mm256_add_epi32(c, neg);
+      }
+      // 0 <= c <= 255: both saturating packs are exact
+      const __m128i c16 = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(c16, c16));
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    const int c = q8_encode_bucket(mid, bucket, q8_normalise(v[j], inv, lo));
+    out[j] = uint8_t(kSigned ? q8_sign_fix(c, v[j]) : c);
+  }
+}
+
+}  // namespace fusedopt::cpu::FO_ISA
