@@ -19,12 +19,14 @@ from .optim.diffgrad import DiffGrad
 from .optim.padam import Padam
 from .optim.signsgd import SignSGD
 from .optim.pnm import PNM, AdaPNM, Adan, Lion
+from .optim.adafactor import Adafactor, AdafactorTorch
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
 __all__ += ["SGD", "RMSprop", "Adagrad", "Adadelta"]
 __all__ += ["AdaBelief", "ACProp", "DiffGrad", "Padam", "SignSGD"]
 __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
+__all__ += ["Adafactor", "AdafactorTorch"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
 
 
