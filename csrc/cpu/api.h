@@ -3,6 +3,7 @@
 #pragma once
 #include "../core/launch.h"
 #include "../core/reduce.h"
+#include "../core/adafactor.h"
 
 namespace fusedopt::cpu {
 
@@ -21,6 +22,9 @@ ReduceKernel reduce_kernel(Isa isa);
 RowColKernel rowcol_kernel(Isa isa);
 using ClipKernel = void (*)(const ClipArgs&);
 ClipKernel clip_kernel(Isa isa);
+// Adafactor's multi-pass step (core/adafactor.h).
+using AdafactorKernel = void (*)(const AfArgs&);
+AdafactorKernel adafactor_kernel(Isa isa);
 
 Isa active_isa();           // what kernel() uses: best supported, capped by FUSEDOPT_CPU_ISA
 const char* isa_name(Isa);  // "scalar" | "avx2" | "avx512"

@@ -16,7 +16,8 @@ namespace fusedopt::cpu {
 #define FO_DECLARE_REDUCE        \
   void reduce(const ReduceArgs&); \
   void row_col(const RowColArgs&); \
-  void clip(const ClipArgs&);
+  void clip(const ClipArgs&);       \
+  void adafactor(const AfArgs&);
 namespace scalar {
 FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
 FO_DECLARE_REDUCE
@@ -105,6 +106,15 @@ ClipKernel clip_kernel(Isa isa) {
 #endif
   (void)isa;
   return &scalar::clip;
+}
+
+AdafactorKernel adafactor_kernel(Isa isa) {
+#ifdef FO_HAVE_X86_ISAS
+  if (isa == Isa::Avx512) return &avx512::adafactor;
+  if (isa == Isa::Avx2) return &avx2::adafactor;
+#endif
+  (void)isa;
+  return &scalar::adafactor;
 }
 
 RowColKernel rowcol_kernel(Isa isa) {

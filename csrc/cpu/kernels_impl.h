@@ -24,6 +24,7 @@ FO_TARGET_PRAGMA(FO_ISA_TARGET)
 #include "../core/rule_table.h"
 #include "engine.h"
 #include "reduce_impl.h"
+#include "adafactor_impl.h"
 
 namespace fusedopt::cpu::FO_ISA {
 #define FO_DEFINE_KERNEL(op, Rule, states) \
@@ -33,6 +34,7 @@ FO_ELEMENTWISE_RULES(FO_DEFINE_KERNEL)
 void reduce(const ReduceArgs& a) { reduce_dispatch(a); }
 void row_col(const RowColArgs& a) { rowcol_dispatch(a); }
 void clip(const ClipArgs& a) { clip_dispatch(a); }
+void adafactor(const AfArgs& a) { adafactor_dispatch(a); }
 }  // namespace fusedopt::cpu::FO_ISA
 
 #ifdef FO_ISA_TARGET

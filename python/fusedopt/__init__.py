@@ -28,6 +28,7 @@ from .optim.bnb import Adagrad8bit, Adam8bit, AdamW8bit, Lion8bit, RMSprop8bit, 
 from .q8 import dequantize_blockwise, dequantize_state_dict, qmap, quantize_blockwise, register_32bit_state, state_nbytes
 from . import nn  # noqa: F401
 from .optim.lamb import LAMB, FusedLAMB, LARS
+from .optim.adafactor import Adafactor, AdafactorTorch
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
@@ -37,6 +38,7 @@ __all__ += ["PNM", "AdaPNM", "Adan", "Lion"]
 __all__ += ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 __all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
 __all__ += ["LAMB", "FusedLAMB", "LARS"]
+__all__ += ["Adafactor", "AdafactorTorch"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
 __all__ += ["hessian", "LanczosLR", "gradinit"]
 __all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]

@@ -138,3 +138,10 @@ def _fake_row_col(tensors, *, add=0.0, square=True, mean=False, threads=0):
 @torch.library.register_fake("fusedopt::multi_tensor_clip_")
 def _fake_clip(tensors, total_norm, max_norm, eps=1e-6):
     return None
+
+
+# ---- Adafactor's fused step (csrc/torch/adafactor_ops.cpp): mutates its lists, returns nothing ----
+@torch.library.register_fake("fusedopt::adafactor_")
+def _fake_adafactor(params, grads, row_or_var, col, exp_avg, steps, rms, *, hyper, flags, found_inf=None,
+                    threads=0):
+    return None

@@ -1,0 +1,332 @@
+// The CPU implementation of Adafactor's passes (core/adafactor.h), compiled once per ISA inside
+// kernels_impl.h after reduce_impl.h (it calls the reduction engine of the same ISA). torch-free.
+// Per-tensor scalars are computed on the host between the passes (CPU memory is host memory).
+//
+// Work items of the element passes: blocks of row_block(C) whole rows of a factored tensor (the
+// row factor is then a per-row scalar, the col factors a contiguous vector), kChunk elements of an
+// unfactored one. Pass 2's per-item sums of u^2 go to kLanes fp64 lanes folded by a fixed tree and
+// are added per tensor in item order: results do not depend on the thread count.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "../core/adafactor.h"
+#include "../core/numeric.h"
+#include "../core/reduce.h"
+#include "../core/storage.h"
+
+namespace fusedopt::cpu::FO_ISA {
+
+struct AfItem {
+  int64_t t, begin, end;  // elements [begin, end) of tensor t (factored: whole rows)
+};
+
+// Per-tensor values the element passes read (host-computed).
+template <class T>
+struct AfTensorCtx {
+  const T* rfac;   // factored: per row (transformers: rsqrt(R_i/mean R); torch: R_i)
+  const T* cfac;   // factored: per col (transformers: rsqrt(C_j); torch: C_j)
+  const T* rden;   // torch factored: per row max(mean R of its matrix, eps1)
+  T beta2t, ema_w, one_minus_w;  // V EMA (unfactored)
+  bool w_small;
+  T floor;         // torch: eps1^2 clamp of the variance estimate
+  T clipdiv;       // pass 3 (transformers): max(1, RMS(u)/d)
+  T alpha, neg_alpha_over_clip, decay, beta1, one_minus_beta1;
+};
+
+template <bool kTorch, class T>
+FO_HD T af_factored_u(T g, T rf, T cf, T rd, T floor) {
+  if constexpr (kTorch) {
+    T v = (rf * cf) / rd;
+    v = v < floor ? floor : v;
+    return (T(1) / std::sqrt(v)) * g;
+  } else {
+    return (rf * cf) * g;
+  }
+}
+
+// Pass 2 (kApply = false: sum of u^2 into `part`) or pass 3 (kApply) over one item.
+template <bool kTorch, bool kApply, bool kBeta1, class T, class PP, class SP>
+void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gsign, double* part) {
+  const PP pp = make_plain<PP>(at.param);
+  const PP gp = make_plain<PP>(at.grad);
+  const SP vs = make_plain<SP>(at.row_or_var);
+  const SP ms = make_plain<SP>(kBeta1 ? at.exp_avg : at.row_or_var);
+  double acc[kLanes];
+  for (int j = 0; j < kLanes; ++j) acc[j] = 0.0;
+  auto finish = [&](int64_t i, T u) {
+    if constexpr (kApply) {
+      T p = pp.load(i);
+      if constexpr (kTorch) {
+        p = p * c.decay;
+        p = p + c.neg_alpha_over_clip * u;
+      } else {
+        T upd = (u / c.clipdiv) * c.alpha;
+        if constexpr (kBeta1) {
+          upd = ms.load(i) * c.beta1 + c.one_minus_beta1 * upd;
+          ms.store(i, upd);
+        }
+        p = p * c.decay;
+        p = p - upd;
+      }
+      pp.store(i, p);
+    }
+  };
+  if (at.factored) {
+    const int64_t C = at.cols;
+    for (int64_t r = it.begin / C, re = it.end / C; r < re; ++r) {
+      const T rf = c.rfac[r];
+      const T rd = kTorch ? c.rden[r] : T(1);
+      const int64_t b = r / at.rows;
+      const T* cf = c.cfac + b * C;
+      const int64_t base = r * C;
+      if constexpr (kApply) {
+#pragma GCC ivdep
+        for (int64_t j = 0; j < C; ++j) {
+          const T g = gp.load(base + j) * gsign;
+          finish(base + j, af_factored_u<kTorch>(g, rf, cf[j], rd, c.floor));
+        }
+      } else {
+        int64_t j = 0;
+        for (; j + kLanes <= C; j += kLanes) {
+          double v[kLanes];
+          for (int l = 0; l < kLanes; ++l) {
+            const T u = af_factored_u<kTorch>(gp.load(base + j + l), rf, cf[j + l], rd, c.floor);
+            v[l] = double(u) * double(u);
+          }
+          for (int l = 0; l < kLanes; ++l) acc[l] += v[l];
+        }
+        for (int l = 0; j < C; ++j, ++l) {
+          const T u = af_factored_u<kTorch>(gp.load(base + j), rf, cf[j], rd, c.floor);
+          acc[l] += double(u) * double(u);
+        }
+      }
+    }
+  } else {
+    auto unf = [&](int64_t i, T g) {
+      T v;
+      if constexpr (kApply) {
+        v = vs.load(i);  // pass 2 stored the new V
+      } else {
+        T gg = g * g;
+        if constexpr (kTorch) {
+          v = lerp_torch(vs.load(i), gg, c.ema_w, c.one_minus_w, c.w_small);
+        } else {
+          gg = gg + c.floor;  // transformers: eps1 added (floor holds eps1 here)
+          v = vs.load(i) * c.beta2t + c.ema_w * gg;
+        }
+        vs.store(i, v);
+      }
+      if constexpr (kTorch) {
+        const T f = c.floor;
+        const T vc = v < f ? f : v;
+        return (T(1) / std::sqrt(vc)) * g;
+      } else {
+        return (T(1) / std::sqrt(v)) * g;
+      }
+    };
+    if constexpr (kApply) {
+#pragma GCC ivdep
+      for (int64_t i = it.begin; i < it.end; ++i) {
+        const T g = gp.load(i) * gsign;
+        finish(i, unf(i, g));
+      }
+    } else {
+      int64_t i = it.begin;
+      for (; i + kLanes <= it.end; i += kLanes) {
+        double v[kLanes];
+        for (int l = 0; l < kLanes; ++l) {
+          const T u = unf(i + l, gp.load(i + l));
+          v[l] = double(u) * double(u);
+        }
+        for (int l = 0; l < kLanes; ++l) acc[l] += v[l];
+      }
+      for (int l = 0; i < it.end; ++i, ++l) {
+        const T u = unf(i, gp.load(i));
+        acc[l] += double(u) * double(u);
+      }
+    }
+  }
+  if constexpr (!kApply) {
+    for (int w = kLanes / 2; w > 0; w /= 2)
+      for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+    *part = acc[0];
+  } else {
+    (void)part;
+  }
+}
+
+template <bool kTorch, class T, class PP, class SP>
+void af_run(const AfArgs& a) {
+  const int64_t n = a.ntensors;
+  if (n == 0) return;
+  if (a.found_inf && *a.found_inf != 0.0f) return;
+  const bool torch_sem = kTorch;
+  const T gsign = (a.flags & kAfMaximize) ? T(-1) : T(1);
+
+  // pass 0: sum p^2 per tensor (reduction engine), then steps and per-tensor scalars
+  std::vector<const void*> pdata(n);
+  std::vector<int64_t> pnum(n);
+  for (int64_t t = 0; t < n; ++t) {
+    pdata[t] = a.tensors[t].param;
+    pnum[t] = a.tensors[t].numel;
+  }
+  std::vector<double> psq(n);
+  {
+    ReduceArgs r{};
+    r.data = pdata.data();
+    r.numel = pnum.data();
+    r.ntensors = n;
+    r.dt = a.dt;
+    r.op = RedOp::SumSq;
+    r.p = 2.0;
+    r.per_tensor64 = psq.data();
+    r.nthreads = a.nthreads;
+    reduce_dispatch(r);
+  }
+  std::vector<AfScalars> sc(n);
+  for (int64_t t = 0; t < n; ++t) {
+    const AfTensor& at = a.tensors[t];
+    const double step = double(*at.step += 1.0f);
+    // transformers: norm / sqrt(numel) in fp32 (0/0 = nan for an empty tensor)
+    const double rms = std::sqrt(psq[t]) / std::sqrt(double(at.numel));
+    *at.rms = float(rms);
+    // the reference computes RMS in the param's compute dtype: fp32, or fp64 for fp64 params
+    sc[t] = af_scalars(a, step, sizeof(T) == 8 ? rms : double(float(rms)));
+  }
+
+  // pass 1: row/col means of U of the factored grads, the R/C EMAs and the per-row/col factors
+  std::vector<AfTensorCtx<T>> ctx(n);
+  std::vector<std::vector<T>> fac(n);
+  std::vector<float> rm, cm;
+  std::vector<double> ws;
+  for (int64_t t = 0; t < n; ++t) {
+    const AfTensor& at = a.tensors[t];
+    AfTensorCtx<T>& c = ctx[t];
+    c.beta2t = T(sc[t].beta2t);
+    c.ema_w = T(torch_sem ? sc[t].ema_w : 1.0 - sc[t].beta2t);
+    c.one_minus_w = T(1.0 - double(c.ema_w));
+    c.w_small = sc[t].ema_w < 0.5;
+    c.floor = T(torch_sem ? a.eps1 * a.eps1 : a.eps1);
+    c.alpha = T(sc[t].alpha);
+    c.decay = T(sc[t].decay);
+    c.beta1 = T(a.beta1);
+    c.one_minus_beta1 = T(1.0 - a.beta1);
+    if (!at.factored || at.numel == 0) continue;
+    const int64_t B = at.batch, R = at.rows, C = at.cols;
+    rm.resize(size_t(B * R));
+    cm.resize(size_t(B * C));
+    ws.resize(size_t(rowcol_workspace(B, R, C) > 0 ? rowcol_workspace(B, R, C) : 1));
+    RowColArgs rc{};
+    rc.data = at.grad;
+    rc.batch = B;
+    rc.rows = R;
+    rc.cols = C;
+    rc.dt = a.dt;
+    rc.square = true;
+    rc.mean = true;
+    rc.add = torch_sem ? 0.0 : a.eps1;
+    rc.row_out = rm.data();
+    rc.col_out = cm.data();
+    rc.workspace = ws.data();
+    rc.nthreads = a.nthreads;
+    rowcol_dispatch(rc);
+    const SP rs = make_plain<SP>(at.row_or_var), cs = make_plain<SP>(at.col);
+    auto ema = [&](T old, T x) {
+      if (torch_sem) return lerp_torch(old, x, c.ema_w, c.one_minus_w, c.w_small);
+      return old * c.beta2t + c.ema_w * x;
+    };
+    for (int64_t i = 0; i < B * R; ++i) rs.store(i, ema(rs.load(i), T(rm[i])));
+    for (int64_t i = 0; i < B * C; ++i) cs.store(i, ema(cs.load(i), T(cm[i])));
+    std::vector<T>& f = fac[t];
+    f.resize(size_t(B * R * (torch_sem ? 2 : 1) + B * C));
+    T* rf = f.data();
+    T* cf = rf + B * R;
+    T* rd = cf + B * C;
+    for (int64_t b = 0; b < B; ++b) {
+      double s = 0.0;
+      for (int64_t i = 0; i < R; ++i) s += double(rs.load(b * R + i));
+      const T mean = T(s / double(R));
+      if (torch_sem) {
+        const T den = mean < T(a.eps1) ? T(a.eps1) : mean;  // clamp(min=eps1); NaN stays
+        for (int64_t i = 0; i < R; ++i) {
+          rf[b * R + i] = rs.load(b * R + i);
+          rd[b * R + i] = den;
+        }
+      } else {
+        for (int64_t i = 0; i < R; ++i) rf[b * R + i] = T(1) / std::sqrt(rs.load(b * R + i) / mean);
+      }
+    }
+    for (int64_t j = 0; j < B * C; ++j) cf[j] = torch_sem ? cs.load(j) : T(1) / std::sqrt(cs.load(j));
+    c.rfac = rf;
+    c.cfac = cf;
+    c.rden = torch_sem ? rd : nullptr;
+  }
+
+  // work items
+  std::vector<AfItem> items;
+  std::vector<int64_t> first(n + 1);
+  int64_t total = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const AfTensor& at = a.tensors[t];
+    first[t] = int64_t(items.size());
+    total += at.numel;
+    if (at.numel == 0) continue;
+    const int64_t step = at.factored ? row_block(at.cols) * at.cols : kChunk;
+    for (int64_t b = 0; b < at.numel; b += step) items.push_back({t, b, b + step < at.numel ? b + step : at.numel});
+  }
+  first[n] = int64_t(items.size());
+  const int64_t nitems = int64_t(items.size());
+  const int nthreads = total < 32768 ? 1 : (a.nthreads > 0 ? a.nthreads : 1);
+  const bool beta1 = !torch_sem && (a.flags & kAfBeta1);
+
+  // pass 2: u and sum u^2 per tensor
+  std::vector<double> part(size_t(nitems > 0 ? nitems : 1));
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t i = 0; i < nitems; ++i) {
+    const AfItem& it = items[i];
+    af_item<kTorch, false, false, T, PP, SP>(a.tensors[it.t], ctx[it.t], it, gsign, &part[i]);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    double s = 0.0;
+    for (int64_t k = first[t]; k < first[t + 1]; ++k) s += part[k];
+    const AfTensor& at = a.tensors[t];
+    const double rms_u = std::sqrt(s) / std::sqrt(double(at.numel));
+    double clipdiv = rms_u / a.clip;
+    if (!(clipdiv > 1.0) && clipdiv == clipdiv) clipdiv = 1.0;  // clamp(min=1); NaN stays
+    if (torch_sem) {
+      ctx[t].neg_alpha_over_clip = T(-(sc[t].alpha / clipdiv));
+    } else {
+      ctx[t].clipdiv = T(clipdiv);  // transformers: u / divisor, then * alpha
+    }
+  }
+
+  // pass 3: apply
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t i = 0; i < nitems; ++i) {
+    const AfItem& it = items[i];
+    if (beta1)
+      af_item<kTorch, true, true, T, PP, SP>(a.tensors[it.t], ctx[it.t], it, gsign, nullptr);
+    else
+      af_item<kTorch, true, false, T, PP, SP>(a.tensors[it.t], ctx[it.t], it, gsign, nullptr);
+  }
+}
+
+template <class T, class PP, class SP>
+void af_sem(const AfArgs& a) {
+  if (a.flags & kAfTorch) return af_run<true, T, PP, SP>(a);
+  return af_run<false, T, PP, SP>(a);
+}
+
+inline void adafactor_dispatch(const AfArgs& a) {
+  switch (a.dt) {
+    case Dt::F32: return af_sem<float, F32Store<float>, F32Store<float>>(a);
+    case Dt::F64: return af_sem<double, F64Store<double>, F64Store<double>>(a);
+    case Dt::F16: return af_sem<float, F16Store<float>, F32Store<float>>(a);
+    case Dt::BF16: return af_sem<float, BF16Store<float>, F32Store<float>>(a);
+    default: return;
+  }
+}
+
+}  // namespace fusedopt::cpu::FO_ISA

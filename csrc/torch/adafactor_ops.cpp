@@ -1,0 +1,153 @@
+// torch glue of Adafactor's fused step (core/adafactor.h):
+//   fusedopt::adafactor_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] row_or_var,
+//       Tensor(d!)[] col, Tensor(e!)[] exp_avg, Tensor(f!)[] steps, Tensor(g!)[] rms, *,
+//       float[] hyper, int flags, Tensor? found_inf=None, int threads=0) -> ()
+// hyper = [lr, eps1, eps2, clip_threshold, decay_rate, beta1, weight_decay]; flags: kAf* bits.
+// Per tensor i: factored iff params[i].dim() >= 2, then row_or_var[i] is R (shape[:-1]) and col[i]
+// is C (shape[:-2] + shape[-1:]); else row_or_var[i] is V (param-shaped) and col[i] is ignored
+// (pass any tensor, e.g. an empty one). exp_avg is empty unless kAfBeta1. steps and rms are
+// float32 scalars (steps bumped, rms written: RMS(p) before the update).
+// One device and one param dtype per call; states float32 (float64 for float64 params).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../core/adafactor.h"
+#include "../cpu/api.h"
+
+namespace fusedopt {
+namespace {
+
+Dt af_dt(const at::Tensor& t, size_t i) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return Dt::F32;
+    case at::kDouble: return Dt::F64;
+    case at::kHalf: return Dt::F16;
+    case at::kBFloat16: return Dt::BF16;
+    default:
+      TORCH_CHECK(false, "fusedopt.adafactor_: params[", i, "] has unsupported dtype ", t.scalar_type(),
+                  " (supported: float32, float64, float16, bfloat16)");
+  }
+}
+
+void check_state(const char* list, size_t i, const at::Tensor& s, const at::Tensor& p, at::ScalarType sdt,
+                 at::IntArrayRef shape) {
+  TORCH_CHECK(s.device() == p.device(), "fusedopt.adafactor_: ", list, "[", i, "] is on ", s.device(),
+              " but params[", i, "] is on ", p.device());
+  TORCH_CHECK(s.scalar_type() == sdt, "fusedopt.adafactor_: ", list, "[", i, "] has dtype ", s.scalar_type(),
+              ", expected ", sdt);
+  TORCH_CHECK(s.sizes() == shape, "fusedopt.adafactor_: ", list, "[", i, "] has shape ", s.sizes(),
+              ", expected ", shape);
+  TORCH_CHECK(s.is_contiguous(), "fusedopt.adafactor_: ", list, "[", i, "] is not contiguous");
+}
+
+void adafactor_(at::TensorList params, at::TensorList grads, at::TensorList row_or_var, at::TensorList col,
+                at::TensorList exp_avg, at::TensorList steps, at::TensorList rms, at::ArrayRef<double> hyper,
+                int64_t flags, const std::optional<at::Tensor>& found_inf, int64_t threads) {
+  const size_t n = params.size();
+  if (n == 0) return;
+  const bool beta1 = (flags & kAfBeta1) && !(flags & kAfTorch);
+  TORCH_CHECK(grads.size() == n && row_or_var.size() == n && col.size() == n && steps.size() == n &&
+                  rms.size() == n && exp_avg.size() == (beta1 ? n : 0),
+              "fusedopt.adafactor_: list lengths differ (params ", n, ", grads ", grads.size(), ", row_or_var ",
+              row_or_var.size(), ", col ", col.size(), ", exp_avg ", exp_avg.size(), ", steps ", steps.size(),
+              ", rms ", rms.size(), ")");
+  TORCH_CHECK(hyper.size() == 7, "fusedopt.adafactor_: hyper needs 7 values, got ", hyper.size());
+  const at::Tensor& p0 = params[0];
+  const Dt dt = af_dt(p0, 0);
+  const at::ScalarType sdt = p0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<AfTensor> ts(n);
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = grads[i];
+    TORCH_CHECK(p.layout() == at::kStrided && g.layout() == at::kStrided, "fusedopt.adafactor_: params[", i,
+                "] or its grad is sparse; Adafactor takes dense gradients");
+    TORCH_CHECK(!p.is_complex() && !g.is_complex(), "fusedopt.adafactor_: params[", i, "] is complex");
+    TORCH_CHECK(p.scalar_type() == p0.scalar_type() && g.scalar_type() == p0.scalar_type(),
+                "fusedopt.adafactor_: params[", i, "] / grads[", i, "] have dtypes ", p.scalar_type(), " / ",
+                g.scalar_type(), " but params[0] has ", p0.scalar_type(), "; one call takes one dtype");
+    TORCH_CHECK(p.device() == p0.device() && g.device() == p0.device(), "fusedopt.adafactor_: params[", i,
+                "] / grads[", i, "] are not on ", p0.device());
+    TORCH_CHECK(g.sizes() == p.sizes(), "fusedopt.adafactor_: grads[", i, "] has shape ", g.sizes(),
+                " but params[", i, "] has ", p.sizes());
+    TORCH_CHECK(p.is_contiguous() && g.is_contiguous(), "fusedopt.adafactor_: params[", i,
+                "] and its grad must be contiguous (the last two dims are rows x cols)");
+    AfTensor& a = ts[i];
+    a.param = p.data_ptr();
+    a.grad = g.data_ptr();
+    a.numel = p.numel();
+    a.factored = p.dim() >= 2;
+    const auto sz = p.sizes();
+    if (a.factored) {
+      a.rows = sz[sz.size() - 2];
+      a.cols = sz[sz.size() - 1];
+      int64_t lead = 1;
+      for (size_t d = 0; d + 2 < sz.size(); ++d) lead *= sz[d];
+      a.batch = lead;
+      std::vector<int64_t> rs(sz.begin(), sz.end() - 1), cs(sz.begin(), sz.end() - 2);
+      cs.push_back(a.cols);
+      check_state("row_or_var", i, row_or_var[i], p, sdt, rs);
+      check_state("col", i, col[i], p, sdt, cs);
+      a.col = col[i].data_ptr();
+    } else {
+      a.batch = 1;
+      a.rows = 1;
+      a.cols = a.numel;
+      check_state("row_or_var", i, row_or_var[i], p, sdt, sz);
+      a.col = nullptr;
+    }
+    a.row_or_var = row_or_var[i].data_ptr();
+    if (beta1) {
+      check_state("exp_avg", i, exp_avg[i], p, sdt, sz);
+      a.exp_avg = exp_avg[i].data_ptr();
+    } else {
+      a.exp_avg = nullptr;
+    }
+    TORCH_CHECK(steps[i].numel() == 1 && steps[i].scalar_type() == at::kFloat, "fusedopt.adafactor_: steps[", i,
+                "] must be a one-element float32 tensor");
+    TORCH_CHECK(rms[i].numel() == 1 && rms[i].scalar_type() == at::kFloat, "fusedopt.adafactor_: rms[", i,
+                "] must be a one-element float32 tensor");
+    TORCH_CHECK(steps[i].device() == p.device() && rms[i].device() == p.device(), "fusedopt.adafactor_: steps[", i,
+                "] / rms[", i, "] must be on ", p.device());
+    a.step = steps[i].data_ptr<float>();
+    a.rms = rms[i].data_ptr<float>();
+  }
+  AfArgs a{};
+  a.tensors = ts.data();
+  a.ntensors = int64_t(n);
+  a.dt = dt;
+  a.lr = hyper[0];
+  a.eps1 = hyper[1];
+  a.eps2 = hyper[2];
+  a.clip = hyper[3];
+  a.decay = hyper[4];
+  a.beta1 = hyper[5];
+  a.wd = hyper[6];
+  a.flags = int(flags);
+  a.nthreads = threads > 0 ? int(threads) : at::get_num_threads();
+  if (found_inf.has_value()) {
+    TORCH_CHECK(found_inf->numel() == 1 && found_inf->scalar_type() == at::kFloat,
+                "fusedopt.adafactor_: found_inf must be a one-element float32 tensor");
+  }
+  if (p0.is_cpu()) {
+    TORCH_CHECK(!found_inf.has_value() || found_inf->is_cpu(), "fusedopt.adafactor_: found_inf must be on the CPU");
+    a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
+    cpu::adafactor_kernel(cpu::active_isa())(a);
+  } else {
+    TORCH_CHECK(false, "fusedopt.adafactor_: params are on ", p0.device(),
+                "; the fused Adafactor step has a CPU kernel only in this build");
+  }
+}
+
+}  // namespace
+}  // namespace fusedopt
+
+TORCH_LIBRARY_FRAGMENT(fusedopt, m) {
+  m.def(
+      "adafactor_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] row_or_var, Tensor(d!)[] col, "
+      "Tensor(e!)[] exp_avg, Tensor(f!)[] steps, Tensor(g!)[] rms, *, float[] hyper, int flags, "
+      "Tensor? found_inf=None, int threads=0) -> ()");
+}
+TORCH_LIBRARY_IMPL(fusedopt, CPU, m) { m.impl("adafactor_", &fusedopt::adafactor_); }

@@ -1,0 +1,270 @@
+"""Adafactor (Shazeer & Stern 2018) with fused multi-pass kernels (csrc/core/adafactor.h).
+
+`Adafactor` has the semantics, argument names, defaults and state keys of
+transformers.optimization.Adafactor; `AdafactorTorch` those of torch.optim.Adafactor.
+One op call per (device, param dtype) bucket of a param group runs every pass of the step
+(RMS(p), row/col means of g^2, factor EMAs, RMS(u), the update); no per-tensor torch ops.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .. import _ops  # noqa: F401  (registers torch.ops.fusedopt.adafactor_)
+
+AF_RELATIVE_STEP = 1 << 0
+AF_SCALE_PARAMETER = 1 << 1
+AF_WARMUP_INIT = 1 << 2
+AF_BETA1 = 1 << 3
+AF_TORCH = 1 << 4
+AF_MAXIMIZE = 1 << 5
+
+_PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _num(name: str, v, lo: float = 0.0, lo_open: bool = False, hi: Optional[float] = None, hi_open=True):
+    if isinstance(v, Tensor):
+        raise ValueError(f"{name} as a Tensor is not supported by fusedopt's Adafactor; pass a float")
+    x = float(v)
+    bad = x != x or (x <= lo if lo_open else x < lo) or (hi is not None and (x >= hi if hi_open else x > hi))
+    if bad:
+        lo_s = f"> {lo}" if lo_open else f">= {lo}"
+        hi_s = "" if hi is None else (f" and < {hi}" if hi_open else f" and <= {hi}")
+        raise ValueError(f"Invalid {name}: {v} (must be {lo_s}{hi_s})")
+    return x
+
+
+class _AdafactorBase(Optimizer):
+    _torch_semantics = False
+    _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf to step()
+    _row_key, _col_key, _var_key = "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"
+
+    def _where(self, gi: int, pi: int) -> str:
+        return f"fusedopt.{type(self).__name__}: param_groups[{gi}]['params'][{pi}]"
+
+    def _validate(self, p: Tensor, g: Tensor, gi: int, pi: int):
+        where = self._where(gi, pi)
+        if torch.is_complex(p) or torch.is_complex(g):
+            raise ValueError(f"{where} is complex ({p.dtype}); Adafactor does not support complex params, "
+                             "optimize torch.view_as_real(param) instead")
+        if g.is_sparse or g.layout != torch.strided:
+            raise ValueError(f"{where} has a sparse gradient; Adafactor takes dense gradients")
+        if p.dtype not in _PARAM_DTYPES:
+            raise ValueError(f"{where} has unsupported dtype {p.dtype} (float32, float16, bfloat16, float64)")
+        if g.dtype != p.dtype:
+            raise ValueError(f"{where}: grad dtype {g.dtype} differs from param dtype {p.dtype}")
+        if g.shape != p.shape:
+            raise ValueError(f"{where}: grad shape {tuple(g.shape)} differs from param shape {tuple(p.shape)}")
+        if g.device != p.device:
+            raise ValueError(f"{where}: grad is on {g.device} but the param is on {p.device}")
+        if not p.is_contiguous():
+            raise ValueError(f"{where} is not contiguous (strides {p.stride()}); Adafactor factors the last "
+                             "two dims of a contiguous tensor")
+
+    def _state_dtype(self, p: Tensor) -> torch.dtype:
+        return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+    def _init_state(self, p: Tensor, group) -> dict:
+        st = self.state[p]
+        if "step" not in st:
+            sdt = self._state_dtype(p)
+            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            if p.dim() >= 2:
+                st[self._row_key] = torch.zeros(self._row_shape(p), dtype=sdt, device=p.device)
+                st[self._col_key] = torch.zeros(self._col_shape(p), dtype=sdt, device=p.device)
+            else:
+                st[self._var_key] = torch.zeros(p.shape, dtype=sdt, device=p.device)
+            self._init_extra(p, st, group)
+        return st
+
+    def _row_shape(self, p):
+        return p.shape[:-1]
+
+    def _col_shape(self, p):
+        return p.shape[:-2] + p.shape[-1:]
+
+    def _init_extra(self, p, st, group):
+        pass
+
+    def _hyper_flags(self, group, dtype) -> tuple:
+        raise NotImplementedError
+
+    def _extra_lists(self, group, sts: list, ps: list) -> tuple:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
+        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
+        for gi, group in enumerate(self.param_groups):
+            buckets: dict = {}
+            for pi, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                self._validate(p, g, gi, pi)
+                st = self._init_state(p, group)
+                buckets.setdefault((p.device, p.dtype), []).append((p, g, st))
+            for (dev, dt), items in buckets.items():
+                ps = [x[0] for x in items]
+                gs = [x[1] for x in items]
+                sts = [x[2] for x in items]
+                fi = None if found_inf is None else found_inf.to(device=dev, dtype=torch.float32)
+                if grad_scale is not None:
+                    # GradScaler's contract: the optimizer unscales (into .grad, as torch's fused kernels)
+                    torch._foreach_div_(gs, grad_scale.to(dev))
+                rows = [st[self._row_key] if p.dim() >= 2 else st[self._var_key] for p, st in zip(ps, sts)]
+                cols = [st[self._col_key] if p.dim() >= 2 else st["step"] for p, st in zip(ps, sts)]
+                rows = [r.view(p.shape[:-1]) if p.dim() >= 2 else r for r, p in zip(rows, ps)]
+                cols = [c.view(p.shape[:-2] + p.shape[-1:]) if p.dim() >= 2 else c for c, p in zip(cols, ps)]
+                exp_avg, rms = self._extra_lists(group, sts, ps)
+                hyper, flags = self._hyper_flags(group, dt)
+                torch.ops.fusedopt.adafactor_(ps, gs, rows, cols, exp_avg, [st["step"] for st in sts], rms,
+                                              hyper=hyper, flags=flags, found_inf=fi)
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict of this class or of the reference implementation (transformers /
+        torch.optim): python-number `step` and `RMS` become float32 tensors, factored and
+        unfactored statistics stay float32 (float64 for float64 params) instead of being cast
+        to the param dtype."""
+        saved_groups = state_dict["param_groups"]
+        saved_state = state_dict["state"]
+        super().load_state_dict(state_dict)
+        ids = [i for g in saved_groups for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, p in zip(ids, params):
+            if pid not in saved_state:
+                continue
+            st = self.state[p]
+            for key, v in saved_state[pid].items():
+                if key in ("step", "RMS"):
+                    val = v if isinstance(v, Tensor) else torch.tensor(float(v))
+                    st[key] = val.to(device=p.device, dtype=torch.float32, copy=True).reshape(())
+                elif isinstance(v, Tensor) and v.is_floating_point():
+                    st[key] = v.to(device=p.device, dtype=self._state_dtype(p), copy=True).contiguous()
+
+
+class Adafactor(_AdafactorBase):
+    """Adafactor with transformers.optimization.Adafactor's semantics and state keys
+    (`step`, `exp_avg_sq_row`, `exp_avg_sq_col` or `exp_avg_sq`, `exp_avg` with beta1, `RMS`).
+
+    lr is None with relative_step=True (the step size is min(1e-2 or 1e-6*t with warmup_init,
+    1/sqrt(t))); with relative_step=False lr must be given. With scale_parameter the step size
+    is multiplied by max(eps[1], RMS(p)). Weight decay is decoupled and scaled by that step size.
+    """
+
+    def __init__(self, params, lr: Optional[float] = None, eps=(1e-30, 1e-3), clip_threshold: float = 1.0,
+                 decay_rate: float = -0.8, beta1: Optional[float] = None, weight_decay: float = 0.0,
+                 scale_parameter: bool = True, relative_step: bool = True, warmup_init: bool = False, *,
+                 maximize: bool = False):
+        if lr is not None and relative_step:
+            raise ValueError(f"Adafactor: lr={lr} was given with relative_step=True, which computes its own "
+                             "step size and would ignore lr; pass relative_step=False to use lr (e.g. lr=1e-3, "
+                             "scale_parameter=False, relative_step=False, warmup_init=False), or lr=None")
+        if lr is None and not relative_step:
+            raise ValueError("Adafactor: relative_step=False needs an explicit lr (e.g. lr=1e-3)")
+        if warmup_init and not relative_step:
+            raise ValueError("Adafactor: warmup_init=True requires relative_step=True (it warms up the "
+                             "relative step size)")
+        if lr is not None:
+            _num("lr", lr)
+        if len(eps) != 2:
+            raise ValueError(f"Adafactor: eps must be a pair (eps1, eps2), got {eps!r}")
+        _num("eps[0]", eps[0])
+        _num("eps[1]", eps[1])
+        _num("clip_threshold", clip_threshold, lo_open=True)
+        if isinstance(decay_rate, Tensor) or not float(decay_rate) <= 0.0:
+            raise ValueError(f"Invalid decay_rate: {decay_rate} (must be <= 0: beta2_t = 1 - t^decay_rate)")
+        if beta1 is not None:
+            _num("beta1", beta1, 0.0, hi=1.0)
+        _num("weight_decay", weight_decay)
+        defaults = dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold, decay_rate=decay_rate, beta1=beta1,
+                        weight_decay=weight_decay, scale_parameter=scale_parameter, relative_step=relative_step,
+                        warmup_init=warmup_init, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _init_extra(self, p, st, group):
+        st["RMS"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        if group["beta1"] is not None:
+            st["exp_avg"] = torch.zeros(p.shape, dtype=self._state_dtype(p), device=p.device)
+
+    def _extra_lists(self, group, sts, ps):
+        exp_avg = []
+        if group["beta1"] is not None:
+            for st, p in zip(sts, ps):
+                if "exp_avg" not in st:  # beta1 switched on after the state was made
+                    st["exp_avg"] = torch.zeros(p.shape, dtype=self._state_dtype(p), device=p.device)
+                exp_avg.append(st["exp_avg"])
+        for st, p in zip(sts, ps):
+            if "RMS" not in st:
+                st["RMS"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        return exp_avg, [st["RMS"] for st in sts]
+
+    def _hyper_flags(self, group, dtype):
+        if group["lr"] is not None and group["relative_step"]:
+            raise ValueError("Adafactor: param group has lr set and relative_step=True (contradictory)")
+        if group["lr"] is None and not group["relative_step"]:
+            raise ValueError("Adafactor: param group has relative_step=False and no lr")
+        if group["warmup_init"] and not group["relative_step"]:
+            raise ValueError("Adafactor: param group has warmup_init=True without relative_step")
+        flags = 0
+        flags |= AF_RELATIVE_STEP if group["relative_step"] else 0
+        flags |= AF_SCALE_PARAMETER if group["scale_parameter"] else 0
+        flags |= AF_WARMUP_INIT if group["warmup_init"] else 0
+        flags |= AF_BETA1 if group["beta1"] is not None else 0
+        flags |= AF_MAXIMIZE if group.get("maximize", False) else 0
+        lr = 0.0 if group["lr"] is None else float(group["lr"])
+        b1 = 0.0 if group["beta1"] is None else float(group["beta1"])
+        hyper = [lr, float(group["eps"][0]), float(group["eps"][1]), float(group["clip_threshold"]),
+                 float(group["decay_rate"]), b1, float(group["weight_decay"])]
+        return hyper, flags
+
+
+class AdafactorTorch(_AdafactorBase):
+    """Adafactor with torch.optim.Adafactor's semantics and state keys (`step`, `row_var`,
+    `col_var` (keepdim shapes [..., R, 1] / [..., 1, C]), `variance`)."""
+
+    _torch_semantics = True
+    _row_key, _col_key, _var_key = "row_var", "col_var", "variance"
+
+    def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8, eps=(None, 1e-3), d: float = 1.0,
+                 weight_decay: float = 0.0, *, foreach: Optional[bool] = None, maximize: bool = False):
+        _num("lr", lr)
+        if isinstance(beta2_decay, Tensor) or not float(beta2_decay) <= 0.0:
+            raise ValueError(f"Invalid beta2_decay: {beta2_decay} (must be <= 0)")
+        if len(eps) != 2:
+            raise ValueError(f"AdafactorTorch: eps must be a pair (eps1 or None, eps2), got {eps!r}")
+        if eps[0] is not None:
+            _num("eps[0]", eps[0])
+        _num("eps[1]", eps[1])
+        _num("d", d, 1.0)
+        _num("weight_decay", weight_decay)
+        defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay,
+                        foreach=foreach, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _row_shape(self, p):
+        return p.shape[:-1] + (1,)
+
+    def _col_shape(self, p):
+        return p.shape[:-2] + (1,) + p.shape[-1:]
+
+    def _extra_lists(self, group, sts, ps):
+        return [], list(torch.empty(len(ps), dtype=torch.float32, device=ps[0].device).unbind())
+
+    def _hyper_flags(self, group, dtype):
+        eps1 = group["eps"][0]
+        if eps1 is None:
+            eps1 = torch.finfo(dtype).eps
+        flags = AF_TORCH | (AF_MAXIMIZE if group.get("maximize", False) else 0)
+        hyper = [float(group["lr"]), float(eps1), float(group["eps"][1]), float(group["d"]),
+                 float(group["beta2_decay"]), 0.0, float(group["weight_decay"])]
+        return hyper, flags
