@@ -170,6 +170,11 @@ struct Engine {
     return s;
   }
 
+  // Decode n codes of one state's block starting at b0 into v (see core/q8.h).
+  static void load_block(const SP& sp, int64_t b0, int n, float* v) {
+    q8_block_decode(sp.p + b0, n, sp.block_scale(b0), sp.book.value, v);
+  }
+
   // Requantize n new values of one state's block starting at b0 (see core/q8.h).
   static void store_block(const SP& sp, int64_t b0, int n, const float* v) {
     const uint32_t mbits = q8_block_absmax(v, n);
@@ -200,40 +205,83 @@ struct Engine {
     const int B = L.q8_block;
     for (int64_t b0 = it.begin; b0 < it.end; b0 += B) {
       const int n = int(it.end - b0 < B ? it.end - b0 : B);
-      const float a0 = sp0.block_scale(b0);
-      const float a1 = K > 1 ? sp1.block_scale(b0) : 0.0f;
-      const float a2 = K > 2 ? sp2.block_scale(b0) : 0.0f;
-      const float a3 = K > 3 ? sp3.block_scale(b0) : 0.0f;
       float* buf0 = buf[0];
       float* buf1 = buf[K > 1 ? 1 : 0];
       float* buf2 = buf[K > 2 ? 2 : 0];
       float* buf3 = buf[K > 3 ? 3 : 0];
-#pragma GCC ivdep
-      for (int j = 0; j < n; ++j) {
-        const int64_t i = b0 + j;
-        T g = gp.load(i);
-        if constexpr (kScaled) {
-          g = g / T(scale);
-          gp.store(i, g);
+      // the block's states, decoded (q8_block.h); the rule loop overwrites them with the new values
+      load_block(sp0, b0, n, buf0);
+      if constexpr (K > 1) load_block(sp1, b0, n, buf1);
+      if constexpr (K > 2) load_block(sp2, b0, n, buf2);
+      if constexpr (K > 3) load_block(sp3, b0, n, buf3);
+      // A non-finite grad leaves its element (param and states) as it was: it can neither write
+      // NaN into the param nor poison the block's absmax. The common all-finite block runs a loop
+      // without the keep-old selects (with them GCC fails to if-convert some rules' loops).
+      bool finite = true;
+      if constexpr (kScaled) {
+        int bad = 0;
+        for (int j = 0; j < n; ++j) {
+          const T g = (gp.load(b0 + j) / T(scale)) * gsign;
+          bad |= int(!((g - g) == T(0)));
         }
-        g = g * gsign;
-        const T p0 = pp.load(i);
-        T s0[kMaxStates], s[kMaxStates];
-        s0[0] = sp0.load(i, a0);
-        if constexpr (K > 1) s0[1] = sp1.load(i, a1);
-        if constexpr (K > 2) s0[2] = sp2.load(i, a2);
-        if constexpr (K > 3) s0[3] = sp3.load(i, a3);
-        for (int k = 0; k < K; ++k) s[k] = s0[k];
-        T p = p0;
-        Rule::template update<V>(p, g, s, c);
-        // a non-finite grad leaves its element (param and states) as it was: it can neither write
-        // NaN into the param nor poison the block's absmax
-        const bool ok = (g - g) == T(0);
-        pp.store(i, ok ? p : p0);
-        buf0[j] = float(ok ? s[0] : s0[0]);
-        if constexpr (K > 1) buf1[j] = float(ok ? s[1] : s0[1]);
-        if constexpr (K > 2) buf2[j] = float(ok ? s[2] : s0[2]);
-        if constexpr (K > 3) buf3[j] = float(ok ? s[3] : s0[3]);
+        finite = bad == 0;
+      } else {
+        int bad = 0;
+        for (int j = 0; j < n; ++j) {
+          const T g = gp.load(b0 + j) * gsign;
+          bad |= int(!((g - g) == T(0)));
+        }
+        finite = bad == 0;
+      }
+      if (finite) {
+#pragma GCC ivdep
+        for (int j = 0; j < n; ++j) {
+          const int64_t i = b0 + j;
+          T g = gp.load(i);
+          if constexpr (kScaled) {
+            g = g / T(scale);
+            gp.store(i, g);
+          }
+          g = g * gsign;
+          T p = pp.load(i);
+          T s[kMaxStates];
+          s[0] = T(buf0[j]);
+          if constexpr (K > 1) s[1] = T(buf1[j]);
+          if constexpr (K > 2) s[2] = T(buf2[j]);
+          if constexpr (K > 3) s[3] = T(buf3[j]);
+          Rule::template update<V>(p, g, s, c);
+          pp.store(i, p);
+          buf0[j] = float(s[0]);
+          if constexpr (K > 1) buf1[j] = float(s[1]);
+          if constexpr (K > 2) buf2[j] = float(s[2]);
+          if constexpr (K > 3) buf3[j] = float(s[3]);
+        }
+      } else {
+#pragma GCC ivdep
+        for (int j = 0; j < n; ++j) {
+          const int64_t i = b0 + j;
+          T g = gp.load(i);
+          if constexpr (kScaled) {
+            g = g / T(scale);
+            gp.store(i, g);
+          }
+          g = g * gsign;
+          const T p0 = pp.load(i);
+          T s0[kMaxStates], s[kMaxStates];
+          s0[0] = T(buf0[j]);
+          if constexpr (K > 1) s0[1] = T(buf1[j]);
+          if constexpr (K > 2) s0[2] = T(buf2[j]);
+          if constexpr (K > 3) s0[3] = T(buf3[j]);
+          for (int k = 0; k < K; ++k) s[k] = s0[k];
+          T p = p0;
+          Rule::template update<V>(p, g, s, c);
+          const bool ok = (g - g) == T(0);
+          pp.store(i, ok ? p : p0);
+          buf0[j] = float(ok ? s[0] : s0[0]);
+          if constexpr (K > 1) buf1[j] = float(ok ? s[1] : s0[1]);
+          if constexpr (K > 2) buf2[j] = float(ok ? s[2] : s0[2]);
+          if constexpr (K > 3) buf3[j] = float(ok ? s[3] : s0[3]);
+        }
       }
       if constexpr (!(kReadOnly & 1u)) store_block(sp0, b0, n, buf0);
       if constexpr (K > 1 && !(kReadOnly & 2u)) store_block(sp1, b0, n, buf1);

@@ -1,7 +1,10 @@
 // Requantization of one block of new fp32 state values into 8-bit codes (core/q8.h), CPU engines.
 // torch-free.
 //
-// Two steps over the block's n values v[0..n):
+// q8_block_decode: the block's n codes to fp32 values (value[code] * absmax, one rounding), into a
+// buffer the rule loop then reads and overwrites with the new values: the table lookup is a gather
+// GCC does not emit itself for this target (it builds the vector from scalar loads instead).
+// Then two steps over the block's n new values v[0..n):
 //   q8_block_absmax: max |v| over the finite values (the block's new absmax);
 //   q8_block_encode: codes of v under inverse scale inv (q8_normalise, q8_encode_bucket and, for a
 //                    signed map, q8_sign_fix).
@@ -25,6 +28,28 @@
 
 // Per-ISA namespace (FO_ISA, see kernels_impl.h): each TU's bodies differ, so they must not merge.
 namespace fusedopt::cpu::FO_ISA {
+
+inline void q8_block_decode(const uint8_t* codes, int n, float scale, const float* value, float* out) {
+  int j = 0;
+#if defined(FO_ISA_AVX512)
+  {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (; j + 16 <= n; j += 16) {
+      const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j)));
+      _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_i32gather_ps(idx, value, 4), vs));
+    }
+  }
+#elif defined(FO_ISA_AVX2)
+  {
+    const __m256 vs = _mm256_set1_ps(scale);
+    for (; j + 8 <= n; j += 8) {
+      const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j)));
+      _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_i32gather_ps(value, idx, 4), vs));
+    }
+  }
+#endif
+  for (; j < n; ++j) out[j] = value[codes[j]] * scale;
+}
 
 // Bit pattern of the block's absmax: for non-negative floats the bit patterns order like the
 // values, so an integer max gives the float max exactly. Non-finite values count as 0.
