@@ -208,6 +208,32 @@ def test_against_transformers(opts, dtype):
             _hf_state_cmp(ours.state[p], theirs.state[q], p.dim() >= 2, rtol, 1e-9 if dtype == torch.float64 else 1e-9, what)
 
 
+@pytest.mark.parametrize("torch_sem", [False, True], ids=["transformers", "torch"])
+def test_tensor_groups_across_the_cache_budget(torch_sem):
+    """Tensors go through the four passes in groups of ~20 MB of params + grads (adafactor_impl.h):
+    a list spanning several groups (a big tensor alone, small ones packed) gives bitwise what one
+    optimizer per tensor gives, and matches the oracle (fp32 row/col means over 1,000+ elements
+    round differently from ours, fp64-accumulated: a looser atol than the small-shape tests)."""
+    shapes = [(7,), (1024, 1536), (3, 5), (1536, 1024), (64,), (2, 600, 1000), (33, 9)]  # 12 + 12 + 19 MB
+    ps = [p.requires_grad_() for p in _params(shapes)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    rs = [p.detach().clone().requires_grad_() for p in ps]
+    make = (lambda x: fusedopt.AdafactorTorch(x, lr=1e-2)) if torch_sem else fusedopt.Adafactor
+    ours, alone = make(ps), [make([r]) for r in rs]
+    theirs = torch.optim.Adafactor(qs, lr=1e-2) if torch_sem else transformers_opt.Adafactor(qs)
+    for t in range(1, 4):
+        grads = _grads(shapes, t)
+        for p, q, r, g in zip(ps, qs, rs, grads):
+            p.grad, q.grad, r.grad = g.clone(), g.clone(), g.clone()
+        ours.step()
+        theirs.step()
+        for o in alone:
+            o.step()
+        for i, (p, q, r) in enumerate(zip(ps, qs, rs)):
+            assert torch.equal(p, r), f"step {t} param {i}: grouping changed the result"
+            _close(p.detach(), q.detach(), 2e-5, 2e-6, f"step {t} param {i} {tuple(p.shape)}")
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_low_precision_params_against_transformers(dtype):
     """transformers upcasts grad and param to fp32 and copies back: the same as ours up to fp32
