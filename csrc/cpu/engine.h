@@ -59,6 +59,18 @@ struct Engine {
   static constexpr bool kGrad = reads_grad<Rule>();      // core/traits.h
   static constexpr bool kStoreP = writes_param<Rule>();
 
+  // The grad of element i as the rule sees it: unscaled (and written back unscaled, as torch's
+  // fused kernels do) when a grad scale is given, times maximize's sign and the rule's grad factor.
+  template <bool kScaled>
+  static inline T grad_at(const GP& gp, int64_t i, float scale, T gsign) {
+    T g = gp.load(i);
+    if constexpr (kScaled) {
+      g = g / T(scale);
+      gp.store(i, g);
+    }
+    return g * gsign;
+  }
+
   template <bool kScaled>
   static void run_item(const Launch& L, const Item& it, const Ctx c, float scale, T gsign, double* part) {
     // c by value: a local copy cannot alias the stores, so its fields stay in registers
@@ -86,14 +98,7 @@ struct Engine {
 #pragma GCC ivdep
     for (int64_t i = b; i < e; ++i) {
       T g = T(0);
-      if constexpr (kGrad) {
-        g = gp.load(i);
-        if constexpr (kScaled) {
-          g = g / T(scale);
-          gp.store(i, g);  // unscaled grads are written back, as torch's fused kernels do
-        }
-        g = g * gsign;
-      }
+      if constexpr (kGrad) g = grad_at<kScaled>(gp, i, scale, gsign);
       T p = pp.load(i);
       T s[kMaxStates];
       if constexpr (K > 0) s[0] = sp0.load(i);  // a rule variant may keep no state (plain SGD)
@@ -124,12 +129,7 @@ struct Engine {
 #pragma GCC ivdep
       for (int j = 0; j < n; ++j) {
         const int64_t i = t0 + j;
-        T g = gp.load(i);
-        if constexpr (kScaled) {
-          g = g / T(scale);
-          gp.store(i, g);
-        }
-        g = g * gsign;
+        const T g = grad_at<kScaled>(gp, i, scale, gsign);
         T p = pp.load(i);
         T s[kMaxStates];
         if constexpr (K > 0) s[0] = sp0.load(i);
@@ -188,6 +188,33 @@ struct Engine {
     sp.absmax[b0 >> sp.block_shift] = m;
   }
 
+  // The rule over one block of 8-bit states decoded into buf0..3 (new values written back there).
+  // kKeepOld: an element whose grad is not finite keeps its param and states.
+  template <bool kScaled, bool kKeepOld>
+  static void tile_loop(PP& pp, const GP& gp, float* buf0, float* buf1, float* buf2, float* buf3, int64_t b0, int n,
+                        const Ctx c, float scale, T gsign) {
+#pragma GCC ivdep
+    for (int j = 0; j < n; ++j) {
+      const int64_t i = b0 + j;
+      const T g = grad_at<kScaled>(gp, i, scale, gsign);
+      const T p0 = pp.load(i);
+      T s0[kMaxStates], s[kMaxStates];
+      s0[0] = T(buf0[j]);
+      if constexpr (K > 1) s0[1] = T(buf1[j]);
+      if constexpr (K > 2) s0[2] = T(buf2[j]);
+      if constexpr (K > 3) s0[3] = T(buf3[j]);
+      for (int k = 0; k < K; ++k) s[k] = s0[k];
+      T p = p0;
+      Rule::template update<V>(p, g, s, c);
+      const bool ok = !kKeepOld || (g - g) == T(0);
+      pp.store(i, ok ? p : p0);
+      buf0[j] = float(ok ? s[0] : s0[0]);
+      if constexpr (K > 1) buf1[j] = float(ok ? s[1] : s0[1]);
+      if constexpr (K > 2) buf2[j] = float(ok ? s[2] : s0[2]);
+      if constexpr (K > 3) buf3[j] = float(ok ? s[3] : s0[3]);
+    }
+  }
+
   template <bool kScaled>
   static void run_item_tiled(const Launch& L, const Item& it, const Ctx c, float scale, T gsign) {
     static_assert(K > 0, "a variant without state has nothing to quantize");
@@ -215,74 +242,17 @@ struct Engine {
       if constexpr (K > 2) load_block(sp2, b0, n, buf2);
       if constexpr (K > 3) load_block(sp3, b0, n, buf3);
       // A non-finite grad leaves its element (param and states) as it was: it can neither write
-      // NaN into the param nor poison the block's absmax. The common all-finite block runs a loop
+      // NaN into the param nor poison the block's absmax. The common all-finite block runs the loop
       // without the keep-old selects (with them GCC fails to if-convert some rules' loops).
-      bool finite = true;
-      if constexpr (kScaled) {
-        int bad = 0;
-        for (int j = 0; j < n; ++j) {
-          const T g = (gp.load(b0 + j) / T(scale)) * gsign;
-          bad |= int(!((g - g) == T(0)));
-        }
-        finite = bad == 0;
-      } else {
-        int bad = 0;
-        for (int j = 0; j < n; ++j) {
-          const T g = gp.load(b0 + j) * gsign;
-          bad |= int(!((g - g) == T(0)));
-        }
-        finite = bad == 0;
+      int bad = 0;
+      for (int j = 0; j < n; ++j) {
+        const T g = kScaled ? (gp.load(b0 + j) / T(scale)) * gsign : gp.load(b0 + j) * gsign;
+        bad |= int(!((g - g) == T(0)));
       }
-      if (finite) {
-#pragma GCC ivdep
-        for (int j = 0; j < n; ++j) {
-          const int64_t i = b0 + j;
-          T g = gp.load(i);
-          if constexpr (kScaled) {
-            g = g / T(scale);
-            gp.store(i, g);
-          }
-          g = g * gsign;
-          T p = pp.load(i);
-          T s[kMaxStates];
-          s[0] = T(buf0[j]);
-          if constexpr (K > 1) s[1] = T(buf1[j]);
-          if constexpr (K > 2) s[2] = T(buf2[j]);
-          if constexpr (K > 3) s[3] = T(buf3[j]);
-          Rule::template update<V>(p, g, s, c);
-          pp.store(i, p);
-          buf0[j] = float(s[0]);
-          if constexpr (K > 1) buf1[j] = float(s[1]);
-          if constexpr (K > 2) buf2[j] = float(s[2]);
-          if constexpr (K > 3) buf3[j] = float(s[3]);
-        }
-      } else {
-#pragma GCC ivdep
-        for (int j = 0; j < n; ++j) {
-          const int64_t i = b0 + j;
-          T g = gp.load(i);
-          if constexpr (kScaled) {
-            g = g / T(scale);
-            gp.store(i, g);
-          }
-          g = g * gsign;
-          const T p0 = pp.load(i);
-          T s0[kMaxStates], s[kMaxStates];
-          s0[0] = T(buf0[j]);
-          if constexpr (K > 1) s0[1] = T(buf1[j]);
-          if constexpr (K > 2) s0[2] = T(buf2[j]);
-          if constexpr (K > 3) s0[3] = T(buf3[j]);
-          for (int k = 0; k < K; ++k) s[k] = s0[k];
-          T p = p0;
-          Rule::template update<V>(p, g, s, c);
-          const bool ok = (g - g) == T(0);
-          pp.store(i, ok ? p : p0);
-          buf0[j] = float(ok ? s[0] : s0[0]);
-          if constexpr (K > 1) buf1[j] = float(ok ? s[1] : s0[1]);
-          if constexpr (K > 2) buf2[j] = float(ok ? s[2] : s0[2]);
-          if constexpr (K > 3) buf3[j] = float(ok ? s[3] : s0[3]);
-        }
-      }
+      if (bad == 0)
+        tile_loop<kScaled, false>(pp, gp, buf0, buf1, buf2, buf3, b0, n, c, scale, gsign);
+      else
+        tile_loop<kScaled, true>(pp, gp, buf0, buf1, buf2, buf3, b0, n, c, scale, gsign);
       if constexpr (!(kReadOnly & 1u)) store_block(sp0, b0, n, buf0);
       if constexpr (K > 1 && !(kReadOnly & 2u)) store_block(sp1, b0, n, buf1);
       if constexpr (K > 2 && !(kReadOnly & 4u)) store_block(sp2, b0, n, buf2);
