@@ -62,7 +62,9 @@ _PROTOCOL_DOC = """
     in which no param has a usable grad leaves ``P`` as the predict made it (the authors'
     ``torch.max`` of an empty list raises); the update pass is skipped with GradScaler's
     ``found_inf``; ``P``, ``R`` and ``qw`` are float64 throughout (the authors' KOALA-V sigma and
-    ``R`` and KOALA-M's ``qw`` become float32 tensors after the first step); the per-tensor norms
+    ``R`` and KOALA-M's ``qw`` become float32 tensors after the first step, and KOALA-M rounds
+    ``P0``, ``F``, ``Q`` and the max ``h`` to float32 through ``torch.Tensor(...)``: their
+    ``P - P^2 h`` then keeps only ~1e-7 of the predicted ``P``, ours is float64); the per-tensor norms
     are float64 sums rounded to float32 (torch: float32 norms) and the per-tensor gains are
     handed to the kernel in float32, so float64 params are good to ~1e-7 relative per step; the
     param count of ``qw``'s ``||pbar - p|| / n`` is taken at each ``predict()`` (the authors': at
