@@ -40,8 +40,8 @@ _PROTOCOL_DOC = """
               return losses
           opt.step(closure)
 
-    ``loss`` and ``loss_sq_mean`` may be Python numbers or one-element tensors (detached; on the
-    device they are read there, no host sync). ``step()`` without a closure or ``loss`` raises a
+    ``loss`` and ``loss_sq_mean`` may be Python numbers or one-element tensors (detached; tensors
+    on the device are read there: no host sync). ``step()`` without a closure or ``loss`` raises a
     TypeError; without ``loss_sq_mean`` while ``r=None`` too; ``step(loss=...)`` without a
     ``predict()`` since the last step raises a RuntimeError (a forgotten predict would silently
     change the algorithm). With a fixed ``r``, ``loss_sq_mean`` may be omitted.
@@ -85,7 +85,7 @@ def _as_scalar(x, name: str, dev: torch.device) -> Tensor:
         v = float(x)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number or a one-element tensor, got {type(x).__name__}") from None
-    return torch.tensor(v, dtype=torch.float64, device=dev)
+    return torch.full((), v, dtype=torch.float64, device=dev)  # a fill kernel: no host-to-device copy
 
 
 class _KOALABase(FusedOptimizer):
@@ -195,7 +195,14 @@ class _KOALABase(FusedOptimizer):
             flags = self._group_flags(group)
             wd = float(group["weight_decay"])
             lr = group["lr"]
-            lr = lr.detach().to(device=dev, dtype=torch.float64).reshape(()) if isinstance(lr, Tensor) else float(lr)
+            if isinstance(lr, Tensor):
+                # a CPU lr for device params is read on the host (no device sync), as the kernels do
+                if lr.device.type == "cpu" and dev.type != "cpu":
+                    lr = float(lr)
+                else:
+                    lr = lr.detach().to(device=dev, dtype=torch.float64).reshape(())
+            else:
+                lr = float(lr)
             for device, idx, params, states, steps, comps, _ in plan:
                 bgrads = [grads[i] for i in idx]
                 gs = grad_scale if grad_scale is None or grad_scale.device == device else grad_scale.to(device)
@@ -345,6 +352,7 @@ class MomentumKOALA(_KOALABase):
 
     def _initial_global(self, dev) -> dict:
         f64 = dict(dtype=torch.float64, device=dev)
+        self._f(dev)  # made here, outside the steps (a host-to-device copy)
         return {"P": torch.tensor([[self.sw, self.sc], [self.sc, self.sv]], **f64),
                 "R": torch.tensor(1.0 if self.r is None else self.r, **f64),
                 "qw": torch.tensor(self.qw, **f64)}
