@@ -462,6 +462,27 @@ def test_low_precision_params_and_states_track_fp32(variant, pdtype, sdtype):
             assert a.state[p]["velocity"].dtype == (sdtype or torch.float32)
 
 
+@pytest.mark.parametrize("rounding", ["stochastic", "kahan"])
+def test_bf16_param_rounding_modes_run_all_passes(rounding):
+    """The predict move, the read-only norms pass and the update all go through the bf16 param policy."""
+    ps = _params(shapes=[(7,), (33, 5), (4097,)], dtype=torch.bfloat16)
+    qs = [p.detach().float().requires_grad_() for p in ps]
+    a = fusedopt.MomentumKOALA(ps, param_rounding=rounding, lr=0.5)
+    b = fusedopt.MomentumKOALA(qs, lr=0.5)
+    for t in range(1, 6):
+        for o, xs in ((a, ps), (b, qs)):
+            o.predict()
+            _set(xs, [g * 1e-2 for g in _grads(t, shapes=[(7,), (33, 5), (4097,)])])
+            o.step(loss=1.0, loss_sq_mean=1.5)
+    for p, q in zip(ps, qs):
+        if rounding == "kahan":
+            assert a.state[p]["param_comp"].dtype == torch.bfloat16
+            hi = p.float() + a.state[p]["param_comp"].float()
+        else:
+            hi = p.float()
+        assert_close(hi, q.detach(), rtol=2e-2, atol=2e-2)
+
+
 # ---- no host sync inside step() / predict() -----------------------------------------------------------
 class _NoHostSync(TorchFunctionMode):
     """Fails on every Tensor -> Python conversion (each would be a device sync on CUDA)."""
