@@ -3,6 +3,9 @@
   clip_grad_norm_ : fusedopt.clip_grad_norm_ vs torch.nn.utils.clip_grad_norm_ (foreach=True, and False)
   LAMB            : fusedopt.LAMB vs pytorch_optimizer.Lamb (foreach and per-param loop)
   LARS            : fusedopt.LARS vs pytorch_optimizer.LARS
+  KOALA-M / -V    : one iteration (predict() + step(loss=, loss_sq_mean=)) of fusedopt.MomentumKOALA /
+                    VanillaKOALA vs the same iteration of the authors' classes (a pure-PyTorch
+                    transcription of Araachie/koala's koala.py, tests/koala_authors.py)
 
 on the workloads of bench_step.py (many_small: 2,000 x 4,096; gpt2s: GPT-2 small). Prints ms per
 call (median of --timed after --warmup) and the ratio best peer / fusedopt. Targets for a quiet
@@ -21,7 +24,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import benchlib as bl  # noqa: E402
+from tests.koala_authors import AuthorsMomentumKOALA, AuthorsVanillaKOALA  # noqa: E402
 
 import fusedopt  # noqa: E402
 
@@ -70,6 +75,27 @@ def bench_opt(wl, device, warmup, timed, contenders):
     return rows
 
 
+def bench_koala(wl, device, warmup, timed, momentum):
+    """One KOALA iteration without the forward/backward: predict, then the update with a given loss."""
+    L = torch.tensor(0.7, device=device)
+    S = torch.tensor(0.9, device=device)
+    ours_cls = fusedopt.MomentumKOALA if momentum else fusedopt.VanillaKOALA
+    theirs_cls = AuthorsMomentumKOALA if momentum else AuthorsVanillaKOALA
+    kw = dict(weight_decay=5e-4, lr=1e-3)
+    rows = []
+    for name, make, call in [
+        ("fusedopt", lambda ps: ours_cls(ps, **kw), lambda o: (o.predict(), o.step(loss=L, loss_sq_mean=S))),
+        ("authors' code", lambda ps: theirs_cls(ps, **kw), lambda o: (o.predict(), o.update(L, S))),
+    ]:
+        ps = _params(wl, device)
+        opt = make(ps)
+        t = bl.time_calls(lambda: call(opt), device, warmup, timed)
+        rows.append((name, t.median))
+        del opt, ps
+        bl.free()
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workloads", default="many_small,gpt2s")
@@ -98,6 +124,8 @@ def main():
                 ("pytorch_optimizer foreach", lambda ps: po.LARS(ps, lr=1e-3, weight_decay=1e-4, foreach=True)),
                 ("pytorch_optimizer for-loop", lambda ps: po.LARS(ps, lr=1e-3, weight_decay=1e-4, foreach=False)),
             ])),
+            ("KOALA-M", bench_koala(wl, device, warmup, timed, momentum=True)),
+            ("KOALA-V", bench_koala(wl, device, warmup, timed, momentum=False)),
         ]
         for title, rows in sections:
             ours = rows[0][1]

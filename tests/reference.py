@@ -404,3 +404,64 @@ def lars(p, g, st, t, *, lr, momentum, weight_decay, trust_coefficient, eps, nes
         p.sub_(momentum * v + inc if nesterov else v)
     else:
         p.sub_(inc)
+
+
+# ---- KOALA (ALGORITHMS.md §16): whole-list references (the covariance P is global) -------------------
+# glob: {"P": float (V) or 2x2 float64 tensor (M), "R": float, "qw": float (M)}; params / grads: float64
+# tensors (grad None: no update); groups: per param (lr, weight_decay). Python floats for the scalars.
+def koala_v_predict(glob, *, q):
+    glob["P"] = glob["P"] + q
+
+
+def koala_m_predict(params, st, glob, *, a, qv):
+    n = sum(p.numel() for p in params)
+    delta = math.sqrt(sum(float((s["param_ema"] - p).pow(2).sum()) for p, s in zip(params, st)))
+    for p, s in zip(params, st):
+        p.add_(s["velocity"])
+        s["velocity"].mul_(a)
+    glob["qw"] = 0.9 * glob["qw"] + 0.1 * (delta / n if n else 0.0)
+    F = torch.tensor([[1.0, 1.0], [0.0, a]], dtype=torch.float64)
+    glob["P"] = F @ glob["P"] @ F.T + torch.diag(torch.tensor([glob["qw"], qv], dtype=torch.float64))
+
+
+def _koala_r(glob, S, r, alpha_r):
+    if r is None:
+        glob["R"] = alpha_r * glob["R"] + (1 - alpha_r) * S
+    else:
+        glob["R"] = r
+    return glob["R"]
+
+
+def koala_v_update(params, grads, glob, L, S, *, hyper, r=None, alpha_r=0.9):
+    """hyper[i] = (lr, weight_decay) of param i."""
+    R = _koala_r(glob, S, r, alpha_r)
+    P = glob["P"]
+    h = 0.0
+    for p, g, (lr, wd) in zip(params, grads, hyper):
+        if g is None or g.norm().item() < 1e-9:
+            continue
+        gt2 = (g + wd * p).pow(2).sum().item()
+        s = P * gt2 + R
+        Ll = L + 0.5 * wd * p.pow(2).sum().item()
+        p.sub_(lr * Ll * P / s * g)  # the raw grad
+        h = max(h, gt2 / s)
+    glob["P"] = P - P * P * h
+
+
+def koala_m_update(params, grads, st, glob, L, S, *, hyper, r=None, alpha_r=0.9):
+    R = _koala_r(glob, S, r, alpha_r)
+    P = glob["P"]
+    h = 0.0
+    for p, g, s_, (lr, wd) in zip(params, grads, st, hyper):
+        if g is None or g.norm().item() < 1e-9:
+            continue
+        gt = g + wd * p
+        gt2 = gt.pow(2).sum().item()
+        s = gt2 * P[0, 0].item() + R
+        Ll = L + 0.5 * wd * p.pow(2).sum().item()
+        p.sub_(lr * Ll * P[0, 0].item() / s * gt)
+        s_["velocity"].sub_(lr * Ll * P[1, 0].item() / s * gt)
+        s_["param_ema"].copy_(0.9 * s_["param_ema"] + 0.1 * p)
+        h = max(h, gt2 / s)
+    H = torch.tensor([[h, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    glob["P"] = P - P @ H @ P.T

@@ -629,3 +629,36 @@ def test_lamb_cuda_graph_capturable():
     before = [p.detach().clone() for p in ps]
     g.replay()
     assert any(not torch.equal(p, b) for p, b in zip(ps, before))
+
+
+@pytest.mark.parametrize("cls", [fusedopt.VanillaKOALA, fusedopt.MomentumKOALA], ids=["koala-v", "koala-m"])
+def test_koala_cuda_matches_cpu_without_host_sync(cls):
+    """KOALA on CUDA vs on the CPU (params, states, P, R, qw); the iterations run with torch's sync
+    debug mode set to error, a GradScaler-style found_inf on the device skips the update."""
+    ps = [torch.randn(s, generator=torch.Generator().manual_seed(i)).requires_grad_() for i, s in enumerate(RED_SHAPES)]
+    qs = [p.detach().to(DEV).requires_grad_() for p in ps]
+    a = cls(ps, weight_decay=5e-4, lr=torch.tensor(0.5))
+    b = cls(qs, weight_decay=5e-4, lr=torch.tensor(0.5, device=DEV))
+    for t in range(1, STEPS + 1):
+        for p, q in zip(ps, qs):
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(100 * t + p.numel())) * 0.1
+            q.grad = p.grad.to(DEV)
+        L, S = torch.tensor(1.0 / t), torch.tensor(1.5 / t)
+        Ld, Sd = L.to(DEV), S.to(DEV)
+        b.found_inf = torch.full((), float(t == 4), device=DEV)
+        a.predict()
+        if t != 4:
+            a.step(loss=L, loss_sq_mean=S)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            b.predict()
+            b.step(loss=Ld, loss_sq_mean=Sd)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        for p, q in zip(ps, qs):
+            torch.testing.assert_close(q.detach().cpu(), p.detach(), rtol=2e-5, atol=2e-6)
+            for k in a.state[p]:
+                torch.testing.assert_close(b.state[q][k].cpu(), a.state[p][k], rtol=2e-5, atol=2e-6)
+        for k in a.state["koala"]:
+            torch.testing.assert_close(b.state["koala"][k].cpu(), a.state["koala"][k], rtol=1e-5, atol=1e-9)

@@ -1,5 +1,5 @@
 // The reduction engine: one per backend, shared by every cross-tensor rule (LAMB, LARS, Adan's
-// global clipping, clip_grad_norm_, and later Adafactor and KOALA). torch-free.
+// global clipping, clip_grad_norm_, Adafactor, KOALA). torch-free.
 //
 // ==== 1. Stand-alone reductions (ops torch.ops.fusedopt.multi_tensor_sumsq / multi_tensor_norm /
 //         row_col_sums, see csrc/torch/reduce_ops.cpp and python/fusedopt/reduce.py) =============

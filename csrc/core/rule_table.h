@@ -25,6 +25,7 @@
 #include "rules/averaging.h"
 #include "rules/lamb.h"
 #include "rules/lars.h"
+#include "rules/koala.h"
 
 #define FO_ELEMENTWISE_RULES(X)                                  \
   X(adam, Adam, "exp_avg, +exp_avg_sq, +max_exp_avg_sq")          \
@@ -49,4 +50,7 @@
   X(iterate_avg, IterateAverage, "param_avg, @n_averaged")     \
   X(lamb1, Lamb1, "exp_avg, +exp_avg_sq")                        \
   X(lamb2, Lamb2, "exp_avg, +exp_avg_sq")                        \
-  X(lars, Lars, "momentum_buffer")
+  X(lars, Lars, "momentum_buffer")                              \
+  X(koala_predict, KoalaPredict, "velocity, param_ema")          \
+  X(koala_norms, KoalaNorms, "")                                \
+  X(koala, Koala, "velocity, param_ema")

@@ -118,7 +118,6 @@ struct Engine {
   template <bool kScaled>
   static void run_item_out(const PP& pp, const GP& gp, const SP& sp0, const SP& sp1, const SP& sp2, const SP& sp3,
                            int64_t b, int64_t e, const Ctx c, float scale, T gsign, double* part) {
-    static_assert(kGrad, "per-tensor outputs need a rule that reads the grad");
     constexpr int KOS = KO > 0 ? KO : 1;
     double acc[KOS][kLanes];
     for (int k = 0; k < KO; ++k)
@@ -129,7 +128,8 @@ struct Engine {
 #pragma GCC ivdep
       for (int j = 0; j < n; ++j) {
         const int64_t i = t0 + j;
-        const T g = grad_at<kScaled>(gp, i, scale, gsign);
+        T g = T(0);
+        if constexpr (kGrad) g = grad_at<kScaled>(gp, i, scale, gsign);  // a no-grad rule (KOALA's predict) gets 0
         T p = pp.load(i);
         T s[kMaxStates];
         if constexpr (K > 0) s[0] = sp0.load(i);

@@ -29,6 +29,7 @@ from .q8 import dequantize_blockwise, dequantize_state_dict, qmap, quantize_bloc
 from . import nn  # noqa: F401
 from .optim.lamb import LAMB, FusedLAMB, LARS
 from .optim.adafactor import Adafactor, AdafactorTorch
+from .optim.koala import KOALA, MomentumKOALA, VanillaKOALA
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
@@ -39,6 +40,7 @@ __all__ += ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 __all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
 __all__ += ["LAMB", "FusedLAMB", "LARS"]
 __all__ += ["Adafactor", "AdafactorTorch"]
+__all__ += ["KOALA", "VanillaKOALA", "MomentumKOALA"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
 __all__ += ["hessian", "LanczosLR", "gradinit"]
 __all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]

@@ -54,8 +54,12 @@ RULES = {
     "lamb1": RuleSpec("lamb1", ("exp_avg", "exp_avg_sq")),
     "lamb2": RuleSpec("lamb2", ("exp_avg", "exp_avg_sq")),
     "lars": RuleSpec("lars", ("momentum_buffer",)),
+    # KOALA: predict move (no grad), read-only norms pass, update pass (python/fusedopt/optim/koala.py)
+    "koala_predict": RuleSpec("koala_predict", ("velocity", "param_ema")),
+    "koala_norms": RuleSpec("koala_norms", ()),
+    "koala": RuleSpec("koala", ("velocity", "param_ema")),
 }
-NO_GRAD_RULES = ("lookahead", "iterate_avg")
+NO_GRAD_RULES = ("lookahead", "iterate_avg", "koala_predict")
 
 # flag bits (csrc/core/config.h)
 FLAG_MAXIMIZE = 1 << 0

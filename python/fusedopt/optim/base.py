@@ -336,6 +336,19 @@ class FusedOptimizer(Optimizer):
                 b[5].append(st["param_comp"])
         return list(buckets.values())
 
+    def _group_plan(self, gi: int, group, grads: list, compiling: bool = False) -> list:
+        """_build_plan of group gi, cached between steps (rebuilt when the params with grads or the
+        slots in use change; never cached while torch.compile traces)."""
+        if compiling:
+            return self._build_plan(gi, group, grads)
+        # the slots in use are part of the key: a group may switch on momentum / amsgrad later
+        mask = (tuple(g is not None for g in grads), self._active_slots(group))
+        cached = self._plans.get(gi)
+        if cached is None or cached[0] != mask:
+            cached = (mask, self._build_plan(gi, group, grads))
+            self._plans[gi] = cached
+        return cached[1]
+
     def _group_flags(self, group) -> int:
         flags = self._rule_flags(group)
         if group.get("maximize", False):
@@ -356,16 +369,7 @@ class FusedOptimizer(Optimizer):
         gsq = self._global_sumsq(grad_scale) if self._global_in else None
         for gi, group in enumerate(self.param_groups):
             grads = [p.grad for p in group["params"]]
-            if compiling:
-                plan = self._build_plan(gi, group, grads)
-            else:
-                # the slots in use are part of the key: a group may switch on momentum / amsgrad later
-                mask = (tuple(g is not None for g in grads), self._active_slots(group))
-                cached = self._plans.get(gi)
-                if cached is None or cached[0] != mask:
-                    cached = (mask, self._build_plan(gi, group, grads))
-                    self._plans[gi] = cached
-                plan = cached[1]
+            plan = self._group_plan(gi, group, grads, compiling)
             if not plan:
                 continue
             hyper = self._hyper(group)
