@@ -49,6 +49,7 @@ struct Q8Book {
   const float* mid;     // 256 midpoints, mid[255] = +inf
   const int32_t* bucket;  // CPU: kQ8Buckets first codes (null where unused)
   bool is_signed;
+  const int32_t* packed = nullptr;  // CPU SIMD encoders: see q8_build_packed
 };
 
 #define FO_Q8_INF __builtin_huge_valf()
@@ -139,6 +140,45 @@ inline bool q8_build_buckets(const float* mid, int32_t* bucket) {
       const int c = count_below(lo);
       if (count_upto(hi) - c > 1) return false;
       bucket[int(a - kQ8BucketLo) + (neg ? kQ8BucketHalf : 0)] = c;
+    }
+  }
+  return true;
+}
+
+// The bucket table with the comparison folded in, for the CPU's SIMD encoders (one gather per
+// element instead of two: the bucket's first code, then its midpoint). Entry of a bucket:
+//   bits 0-7: k (its first code, as in `bucket`); bit 24: the midpoint mid[k] lies in the bucket;
+//   bits 8-23: then the low 16 bits of mid[k] (its high 16 bits are the bucket's own).
+// Within a bucket every float shares sign and high 16 bits, so mid[k] <= xn is an integer compare
+// of the low 16 bits: low(mid) <= low(xn) for a positive bucket, low(mid) >= low(xn) for a negative
+// one. A midpoint above the bucket makes the comparison false for all its values (k stays). Returns
+// false if some midpoint lay in the first bucket below its nominal range (xn there would not share
+// its high bits; never true for the two maps). tests/cpp/test_q8.cpp and the engines' ISA test
+// check that the encoders agree.
+inline bool q8_build_packed(const float* mid, const int32_t* bucket, int32_t* packed) {
+  auto from_bits = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (int neg = 0; neg < 2; ++neg) {
+    for (uint32_t a = kQ8BucketLo; a <= kQ8BucketHi; ++a) {
+      const int idx = int(a - kQ8BucketLo) + (neg ? kQ8BucketHalf : 0);
+      const int k = bucket[idx];
+      int32_t e = k;
+      if (k < 255) {
+        const uint32_t mb = q8_bits(mid[k]);
+        if ((mb >> 16) == (a | (neg ? 0x8000u : 0u))) {
+          e |= int32_t(1) << 24;
+          e |= int32_t(mb & 0xffffu) << 8;
+        } else {
+          // not in the bucket: then it must lie above all of the bucket's values (count_below)
+          const float top = neg ? (a == kQ8BucketLo ? -0.0f : -from_bits(a << 16))
+                                : (a == kQ8BucketHi ? 1.0f : from_bits((a << 16) | 0xffffu));
+          if (!(mid[k] > top)) return false;
+        }
+      }
+      packed[idx] = e;
     }
   }
   return true;

@@ -134,6 +134,7 @@ const float kUnsignedMids[256] = {FO_Q8_UNSIGNED_MIDS};
 
 struct Q8Tables {
   alignas(64) int32_t bucket[2][kQ8Buckets];
+  alignas(64) int32_t packed[2][kQ8Buckets];
   Q8Book books[2];
   Q8Tables() {
     const float* mids[2] = {kUnsignedMids, kSignedMids};
@@ -141,7 +142,9 @@ struct Q8Tables {
     for (int s = 0; s < 2; ++s) {
       if (!q8_build_buckets(mids[s], bucket[s]))
         throw std::logic_error("fusedopt: 8-bit codebook bucket table is ambiguous (internal error)");
-      books[s] = Q8Book{values[s], mids[s], bucket[s], s == 1};
+      if (!q8_build_packed(mids[s], bucket[s], packed[s]))
+        throw std::logic_error("fusedopt: 8-bit codebook packed bucket table is inconsistent (internal error)");
+      books[s] = Q8Book{values[s], mids[s], bucket[s], s == 1, packed[s]};
     }
   }
 };

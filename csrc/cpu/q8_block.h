@@ -16,7 +16,8 @@
 // the codes are bit-identical on every ISA:
 //   xn = x * inv (one rounding, no FMA);  NaN -> 0;  xn < lo ? lo : xn;  xn > 1 ? 1 : xn
 // (max_ps(lo, xn) and min_ps(1, xn) return their second operand on ties, -0.0 included, which is
-// what the scalar selects keep); bucket and midpoint lookups are gathers from the same tables.
+// what the scalar selects keep); the SIMD encoders gather one packed entry per element (core/q8.h
+// q8_build_packed: the bucket's first code and its midpoint's low bits) and compare as integers.
 #pragma once
 #include <cstdint>
 
@@ -93,6 +94,7 @@ template <bool kSigned>
 inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book, uint8_t* out) {
   const float* mid = book.mid;
   const int32_t* bucket = book.bucket;
+  const int32_t* packed = book.packed;
   constexpr float lo = kSigned ? -1.0f : 0.0f;
   int j = 0;
 #if defined(FO_ISA_AVX512)
@@ -101,6 +103,8 @@ inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book
     const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), one_i = _mm512_set1_epi32(1);
     const __m512i blo = _mm512_set1_epi32(int(kQ8BucketLo)), bhi = _mm512_set1_epi32(int(kQ8BucketHi));
     const __m512i half = _mm512_set1_epi32(kQ8BucketHalf), zero_code = _mm512_set1_epi32(kQ8ZeroSigned);
+    const __m512i byte_mask = _mm512_set1_epi32(0xff), low_mask = _mm512_set1_epi32(0xffff);
+    const __m512i has_bit = _mm512_set1_epi32(1 << 24);
     for (; j < n; j += 16) {
       const __mmask16 live = n - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - j)) - 1u);
       const __m512 x = _mm512_maskz_loadu_ps(live, v + j);
@@ -111,9 +115,16 @@ inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book
       __m512i a = _mm512_srli_epi32(_mm512_and_si512(u, abs_mask), 16);
       a = _mm512_min_epu32(_mm512_max_epu32(a, blo), bhi);
       const __m512i idx = _mm512_add_epi32(_mm512_sub_epi32(a, blo), _mm512_and_si512(_mm512_srai_epi32(u, 31), half));
-      const __m512i k = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, bucket, 4);
-      const __m512 mk = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, k, mid, 4);
-      __m512i c = _mm512_mask_add_epi32(k, _mm512_cmp_ps_mask(mk, xn, _CMP_LE_OQ), k, one_i);
+      // one gather of the packed entry (core/q8.h q8_build_packed): k, and the in-bucket midpoint's
+      // low bits compared with xn's as integers (reversed in a negative bucket)
+      const __m512i e = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, packed, 4);
+      const __m512i k = _mm512_and_si512(e, byte_mask);
+      const __m512i thr = _mm512_and_si512(_mm512_srli_epi32(e, 8), low_mask);
+      const __m512i low = _mm512_and_si512(u, low_mask);
+      const __mmask16 neg = _mm512_movepi32_mask(u);
+      const __mmask16 inc = _mm512_test_epi32_mask(e, has_bit) &
+                            ((_mm512_cmple_epu32_mask(thr, low) & ~neg) | (_mm512_cmpge_epu32_mask(thr, low) & neg));
+      __m512i c = _mm512_mask_add_epi32(k, inc, k, one_i);
       if constexpr (kSigned) {
         const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
         c = _mm512_mask_add_epi32(c, pos & _mm512_cmple_epi32_mask(c, zero_code), c, one_i);
@@ -130,6 +141,8 @@ inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book
     const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
     const __m256i blo = _mm256_set1_epi32(int(kQ8BucketLo)), bhi = _mm256_set1_epi32(int(kQ8BucketHi));
     const __m256i half = _mm256_set1_epi32(kQ8BucketHalf);
+    const __m256i byte_mask = _mm256_set1_epi32(0xff), low_mask = _mm256_set1_epi32(0xffff);
+    const __m256i has_bit = _mm256_set1_epi32(1 << 24);
     const __m256i zero_code_m1 = _mm256_set1_epi32(kQ8ZeroSigned - 1);
     const __m256i zero_code_p1 = _mm256_set1_epi32(kQ8ZeroSigned + 1);
     for (; j + 8 <= n; j += 8) {
@@ -141,10 +154,18 @@ inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book
       __m256i a = _mm256_srli_epi32(_mm256_and_si256(u, abs_mask), 16);
       a = _mm256_min_epu32(_mm256_max_epu32(a, blo), bhi);
       const __m256i idx = _mm256_add_epi32(_mm256_sub_epi32(a, blo), _mm256_and_si256(_mm256_srai_epi32(u, 31), half));
-      const __m256i k = _mm256_i32gather_epi32(bucket, idx, 4);
-      const __m256 mk = _mm256_i32gather_ps(mid, k, 4);
+      // one gather of the packed entry (see the AVX-512 body); thr and low are < 2^16, so the
+      // signed compares order them correctly
+      const __m256i e = _mm256_i32gather_epi32(packed, idx, 4);
+      const __m256i k = _mm256_and_si256(e, byte_mask);
+      const __m256i thr = _mm256_and_si256(_mm256_srli_epi32(e, 8), low_mask);
+      const __m256i low = _mm256_and_si256(u, low_mask);
+      const __m256i neg = _mm256_srai_epi32(u, 31);  // all ones in a negative bucket
+      const __m256i has = _mm256_cmpeq_epi32(_mm256_and_si256(e, has_bit), has_bit);
+      const __m256i pos_ok = _mm256_andnot_si256(neg, _mm256_andnot_si256(_mm256_cmpgt_epi32(thr, low), has));
+      const __m256i neg_ok = _mm256_and_si256(neg, _mm256_andnot_si256(_mm256_cmpgt_epi32(low, thr), has));
       // compare masks are all ones (-1) where true: c = k + 1 is k - mask
-      __m256i c = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(mk, xn, _CMP_LE_OQ)));
+      __m256i c = _mm256_sub_epi32(k, _mm256_or_si256(pos_ok, neg_ok));
       if constexpr (kSigned) {
         const __m256i pos = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_GT_OQ)),
                                              _mm256_cmpgt_epi32(zero_code_p1, c));  // c <= 127

@@ -1,6 +1,7 @@
 // The 8-bit codec core (core/q8.h): the CPU's one-comparison bucket encoder gives the same code as
 // the branchless binary search (the CUDA kernels' encoder) for float32 values across [-1, 1], and
-// both give #{k : mid[k] <= x}; maps sorted, midpoints between neighbours.
+// both give #{k : mid[k] <= x}, as does the packed one-lookup form of the CPU's SIMD encoders; maps
+// sorted, midpoints between neighbours.
 #include "core/q8.h"
 #include "harness.h"
 
@@ -30,15 +31,27 @@ void check_map(const float* v, const float* m) {
   CHECK(v[255] == 1.0f);
 }
 
+// A scalar model of the SIMD encoders' packed lookup (core/q8.h q8_build_packed; cpu/q8_block.h).
+int packed_encode(const int32_t* packed, float x) {
+  const uint32_t u = q8_bits(x);
+  const int32_t e = packed[q8_bucket_index(x)];
+  const uint32_t thr = uint32_t(e >> 8) & 0xffffu, low = u & 0xffffu;
+  const bool has = (e >> 24) & 1;
+  const bool inc = has && ((u >> 31) ? thr >= low : thr <= low);
+  return (e & 0xff) + (inc ? 1 : 0);
+}
+
 void check_encoders(const float* mid, bool is_signed) {
-  static int32_t bucket[kQ8Buckets];
+  static int32_t bucket[kQ8Buckets], packed[kQ8Buckets];
   CHECK(q8_build_buckets(mid, bucket));
+  CHECK(q8_build_packed(mid, bucket, packed));
   int64_t bad = 0, n = 0;
   auto one = [&](float x) {
     if (!(x >= (is_signed ? -1.0f : 0.0f) && x <= 1.0f)) return;
     const int want = count_upto(mid, x);
     bad += q8_encode_bucket(mid, bucket, x) != want;
     bad += q8_encode_search(mid, x) != want;
+    bad += packed_encode(packed, x) != want;
     ++n;
   };
   for (uint32_t u = 0; u <= 0x3F800000u; u += 127) {  // every 127th pattern of [0, 1], both signs
