@@ -50,6 +50,7 @@ struct Q8Book {
   const int32_t* bucket;  // CPU: kQ8Buckets first codes (null where unused)
   bool is_signed;
   const int32_t* packed = nullptr;  // CPU SIMD encoders: see q8_build_packed
+  const uint8_t* planes = nullptr;  // CPU AVX-512 VBMI decoder: byte b of value[k] at planes[256 b + k]
 };
 
 #define FO_Q8_INF __builtin_huge_valf()

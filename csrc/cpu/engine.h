@@ -172,7 +172,7 @@ struct Engine {
 
   // Decode n codes of one state's block starting at b0 into v (see core/q8.h).
   static void load_block(const SP& sp, int64_t b0, int n, float* v) {
-    q8_block_decode(sp.p + b0, n, sp.block_scale(b0), sp.book.value, v);
+    q8_block_decode(sp.p + b0, n, sp.block_scale(b0), sp.book, v);
   }
 
   // Requantize n new values of one state's block starting at b0 (see core/q8.h).

@@ -30,9 +30,58 @@
 // Per-ISA namespace (FO_ISA, see kernels_impl.h): each TU's bodies differ, so they must not merge.
 namespace fusedopt::cpu::FO_ISA {
 
-inline void q8_block_decode(const uint8_t* codes, int n, float scale, const float* value, float* out) {
+#if defined(FO_ISA_AVX512)
+// AVX-512 VBMI decoder of 64 codes per iteration (n a multiple of 64), where the CPU has VBMI (checked
+// at run time: the AVX-512 kernels do not require it). Each byte of the 256 fp32 values is a 256-entry
+// byte table (Q8Book::planes) looked up with two vpermi2b (codes 0-127, 128-255, chosen by the code's
+// top bit); the four byte planes are interleaved into floats by unpacks. The unpacks work within
+// 128-bit lanes, so the codes are first permuted (a transpose of 4 x 4 groups of 4 bytes, its own
+// inverse) so that the floats come out in order. Bit-identical to value[code] * scale.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,f16c")))
+inline void q8_decode_vbmi(const uint8_t* codes, int n, float scale, const uint8_t* planes, float* out) {
+  alignas(64) uint8_t perm[64];
+  for (int l = 0; l < 4; ++l)
+    for (int g = 0; g < 4; ++g)
+      for (int j = 0; j < 4; ++j) perm[16 * l + 4 * g + j] = uint8_t(16 * g + 4 * l + j);
+  const __m512i vperm = _mm512_load_si512(perm);
+  __m512i lo[4][2], hi[4][2];
+  for (int b = 0; b < 4; ++b) {
+    lo[b][0] = _mm512_loadu_si512(planes + 256 * b);
+    lo[b][1] = _mm512_loadu_si512(planes + 256 * b + 64);
+    hi[b][0] = _mm512_loadu_si512(planes + 256 * b + 128);
+    hi[b][1] = _mm512_loadu_si512(planes + 256 * b + 192);
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (int j = 0; j + 64 <= n; j += 64) {
+    const __m512i c = _mm512_permutexvar_epi8(vperm, _mm512_loadu_si512(codes + j));
+    const __mmask64 top = _mm512_movepi8_mask(c);
+    __m512i p[4];
+    for (int b = 0; b < 4; ++b)
+      p[b] = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(lo[b][0], c, lo[b][1]),
+                                    _mm512_permutex2var_epi8(hi[b][0], c, hi[b][1]));
+    const __m512i a_lo = _mm512_unpacklo_epi8(p[0], p[1]), a_hi = _mm512_unpackhi_epi8(p[0], p[1]);
+    const __m512i b_lo = _mm512_unpacklo_epi8(p[2], p[3]), b_hi = _mm512_unpackhi_epi8(p[2], p[3]);
+    _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(a_lo, b_lo)), vs));
+    _mm512_storeu_ps(out + j + 16, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(a_lo, b_lo)), vs));
+    _mm512_storeu_ps(out + j + 32, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(a_hi, b_hi)), vs));
+    _mm512_storeu_ps(out + j + 48, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(a_hi, b_hi)), vs));
+  }
+}
+
+inline bool q8_cpu_has_vbmi() {
+  static const bool has = __builtin_cpu_supports("avx512vbmi");
+  return has;
+}
+#endif
+
+inline void q8_block_decode(const uint8_t* codes, int n, float scale, const Q8Book& book, float* out) {
+  const float* value = book.value;
   int j = 0;
 #if defined(FO_ISA_AVX512)
+  if (book.planes != nullptr && n >= 64 && q8_cpu_has_vbmi()) {
+    j = n & ~63;
+    q8_decode_vbmi(codes, j, scale, book.planes, out);
+  }
   {
     const __m512 vs = _mm512_set1_ps(scale);
     for (; j + 16 <= n; j += 16) {
