@@ -61,6 +61,12 @@ FO_HD uint32_t q8_bits(float x) {
   return u;
 }
 
+FO_HD float q8_from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 FO_HD int q8_bucket_index(float xn) {
   const uint32_t u = q8_bits(xn);
   uint32_t a = (u & 0x7fffffffu) >> 16;
@@ -127,16 +133,11 @@ inline bool q8_build_buckets(const float* mid, int32_t* bucket) {
     while (c < 256 && mid[c] <= x) ++c;
     return c;
   };
-  auto from_bits = [](uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  };
   for (int neg = 0; neg < 2; ++neg) {
     for (uint32_t a = kQ8BucketLo; a <= kQ8BucketHi; ++a) {
       // magnitudes covered: [lo_mag, hi_mag]; the first bucket also covers everything below
-      const float lo_mag = a == kQ8BucketLo ? 0.0f : from_bits(a << 16);
-      const float hi_mag = a == kQ8BucketHi ? 1.0f : from_bits((a << 16) | 0xffffu);
+      const float lo_mag = a == kQ8BucketLo ? 0.0f : q8_from_bits(a << 16);
+      const float hi_mag = a == kQ8BucketHi ? 1.0f : q8_from_bits((a << 16) | 0xffffu);
       const float lo = neg ? -hi_mag : lo_mag, hi = neg ? -lo_mag : hi_mag;
       const int c = count_below(lo);
       if (count_upto(hi) - c > 1) return false;
@@ -157,11 +158,6 @@ inline bool q8_build_buckets(const float* mid, int32_t* bucket) {
 // its high bits; never true for the two maps). tests/cpp/test_q8.cpp and the engines' ISA test
 // check that the encoders agree.
 inline bool q8_build_packed(const float* mid, const int32_t* bucket, int32_t* packed) {
-  auto from_bits = [](uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  };
   for (int neg = 0; neg < 2; ++neg) {
     for (uint32_t a = kQ8BucketLo; a <= kQ8BucketHi; ++a) {
       const int idx = int(a - kQ8BucketLo) + (neg ? kQ8BucketHalf : 0);
@@ -174,8 +170,8 @@ inline bool q8_build_packed(const float* mid, const int32_t* bucket, int32_t* pa
           e |= int32_t(mb & 0xffffu) << 8;
         } else {
           // not in the bucket: then it must lie above all of the bucket's values (count_below)
-          const float top = neg ? (a == kQ8BucketLo ? -0.0f : -from_bits(a << 16))
-                                : (a == kQ8BucketHi ? 1.0f : from_bits((a << 16) | 0xffffu));
+          const float top = neg ? (a == kQ8BucketLo ? -0.0f : -q8_from_bits(a << 16))
+                                : (a == kQ8BucketHi ? 1.0f : q8_from_bits((a << 16) | 0xffffu));
           if (!(mid[k] > top)) return false;
         }
       }
