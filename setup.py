@@ -67,7 +67,10 @@ cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
 archs_str = ";".join(a.strip() for a in arch_list.replace(",", ";").split(";") if a.strip())
 
 define_macros = [("FUSEDOPT_VERSION", f'"{VERSION}"')]
-cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
+# -Wno-maybe-uninitialized: GCC 12 reports thousands of false "'__Y' may be used uninitialized" from inside
+# its own AVX-512 intrinsic headers (masked loads, _mm512_undefined) once they are inlined into the kernels
+cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno", "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas",
+             "-Wno-maybe-uninitialized"]
 cxx_flags += ["-fopenmp"] if openmp else ["-fopenmp-simd"]
 link_flags = ["-fopenmp"] if openmp else []
 
