@@ -143,7 +143,8 @@ template <bool kSigned>
 inline void q8_block_encode(const float* v, int n, float inv, const Q8Book& book, uint8_t* out) {
   const float* mid = book.mid;
   const int32_t* bucket = book.bucket;
-  const int32_t* packed = book.packed;
+  const int32_t* packed = book.packed;  // the SIMD bodies' table (unused by the scalar build)
+  (void)packed;
   constexpr float lo = kSigned ? -1.0f : 0.0f;
   int j = 0;
 #if defined(FO_ISA_AVX512)
