@@ -21,8 +21,11 @@
 // over the 256 midpoints: 8 dependent lookups; used on CUDA) and q8_encode_bucket (CPU: one lookup
 // in a table indexed by the top 16 bits of xn, then one comparison). The bucket table is built by
 // q8_build_buckets, which checks that no bucket holds more than one midpoint (so one comparison
-// suffices); tests/cpp/test_q8.cpp compares the two encoders over the whole float range.
+// suffices); tests/cpp/test_q8.cpp compares the two encoders over the whole float range. The CPU's
+// AVX-512 body first tries a third, gather-free one (q8_build_segments: the maps are piecewise
+// linear) and falls back to the bucket table for values within ~1/4096 step of a midpoint.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -51,6 +54,7 @@ struct Q8Book {
   bool is_signed;
   const int32_t* packed = nullptr;  // CPU SIMD encoders: see q8_build_packed
   const uint8_t* planes = nullptr;  // CPU AVX-512 VBMI decoder: byte b of value[k] at planes[256 b + k]
+  const struct Q8Seg* seg = nullptr;  // CPU AVX-512 gather-free encoder: see q8_build_segments
 };
 
 #define FO_Q8_INF __builtin_huge_valf()
@@ -177,6 +181,103 @@ inline bool q8_build_packed(const float* mid, const int32_t* bucket, int32_t* pa
       }
       packed[idx] = e;
     }
+  }
+  return true;
+}
+
+// ---- segment table of the CPU's AVX-512 encoder (no table gather) -------------------------------
+// Both maps are piecewise linear in |x|: 0, then one run of evenly spaced values per decade
+// (10^-7..10^-6, ..., 0.1..1), then 1.0. Write V[0..nv) for the map's non-negative values (the
+// signed map from its code 127 on) and P[i] for the midpoint between V[i] and V[i + 1]. For y >= 0,
+// r(y) = #{i : P[i] <= y}: the code of y is r (unsigned map) or 127 + r (signed), and that of -y is
+// 127 - min(r, 127) (the signed map's negative side mirrors its positive one, without -1.0), except
+// where y equals a midpoint exactly (there the negative side rounds the other way).
+// A segment is one such run V[b..b+n): for y between its lower threshold P[b-1] and the next
+// segment's, r = b + j where j counts the run's own midpoints P[b..b+n-1) <= y, which are nearly
+// evenly spaced. So r = min(floor(t), b + n - 1), t = fma(y, a, c), with a and c fitted to put
+// P[b+j] at t = b + j + 1 + eps. Where the fit is within eps of every midpoint (checked below,
+// against the float rounding of the fma at each midpoint and at the float just below it: t is
+// monotone in y), floor(t) is r unless frac(t) < 2 eps (y within about eps steps of a midpoint);
+// the encoder sends such values, and exact threshold ties, to the table encoder instead. The segment
+// of y is the one holding its binade's lowest value, or the next if y is at least the next's
+// threshold (every binade holds at most one threshold: decades are wider than binades).
+constexpr float kQ8SegEps = 1.0f / 4096.0f;
+constexpr float kQ8SegTiny = 0x1p-31f;  // y is clamped up to it: binades below 2^-31 are all segment 0
+struct Q8Seg {
+  alignas(64) int32_t first[32];  // segment holding 2^(e - 127), at [e & 31], e = 96..127 (y's exponent field)
+  alignas(64) float next[16];     // lower threshold of segment s + 1 (+inf after the last)
+  alignas(64) float a[16];        // t = fma(y, a[s], c[s])
+  alignas(64) float c[16];
+  alignas(64) int32_t top[16];    // b + n - 1: the largest r in segment s
+};
+
+// Builds the table of a map; false if the map does not have the shape the encoder needs (then the
+// engines keep the table encoder).
+inline bool q8_build_segments(const float* value, const float* mid, bool is_signed, Q8Seg* seg) {
+  const int z = is_signed ? kQ8ZeroSigned : 0;  // code of 0.0
+  const int nv = 256 - z;
+  auto V = [&](int i) { return value[z + i]; };
+  auto P = [&](int i) { return mid[z + i]; };  // i < nv - 1
+  auto decade = [](float v) { return v > 0.0f ? int(std::floor(std::log10(double(v)))) : -1000; };
+  if (V(0) != 0.0f || V(nv - 1) != 1.0f) return false;
+  int sb[17], ns = 0;
+  for (int i = 0; i < nv; ++i) {
+    if (i > 0 && !(V(i) > V(i - 1))) return false;
+    if (i == 0 || decade(V(i)) != decade(V(i - 1))) {
+      if (ns == 16) return false;
+      sb[ns++] = i;
+    }
+  }
+  sb[ns] = nv;
+  auto t_of = [&](int s, float y) { return std::fmaf(y, seg->a[s], seg->c[s]); };
+  for (int s = 0; s < 16; ++s) {
+    seg->next[s] = FO_Q8_INF;
+    seg->a[s] = 0.0f;
+    seg->c[s] = 0.0f;
+    seg->top[s] = 0;
+  }
+  for (int s = 0; s < ns; ++s) {
+    const int b = sb[s], n = sb[s + 1] - b;
+    seg->next[s] = s + 1 < ns ? P(sb[s + 1] - 1) : FO_Q8_INF;
+    seg->top[s] = b + n - 1;
+    double a = 0.0, c = b + 0.5;  // one value: t = b + 1/2 for every y
+    if (n == 2) {
+      a = 1.0 / (double(V(b + 1)) - double(V(b)));
+      c = (b + 1) - a * double(P(b)) + kQ8SegEps;
+    } else if (n > 2) {  // least squares through (P[b+j], b+j+1), j < n - 1
+      double sx = 0, sy = 0, sxx = 0, sxy = 0;
+      const int m = n - 1;
+      for (int j = 0; j < m; ++j) {
+        const double x = P(b + j), y = b + j + 1;
+        sx += x, sy += y, sxx += x * x, sxy += x * y;
+      }
+      a = (m * sxy - sx * sy) / (m * sxx - sx * sx);
+      c = (sy - a * sx) / m + kQ8SegEps;
+    }
+    seg->a[s] = float(a);
+    seg->c[s] = float(c);
+    // y from the segment's lower threshold up gives floor(t) >= b
+    const float lo = s == 0 ? kQ8SegTiny : P(b - 1);
+    if (!(t_of(s, lo) >= float(b))) return false;
+    for (int j = 0; j + 1 < n; ++j) {
+      const float m = P(b + j), below = std::nextafterf(m, 0.0f);
+      const float k = float(b + j + 1);
+      if (!(t_of(s, m) >= k) || !(t_of(s, below) < k + 2.0f * kQ8SegEps)) return false;
+    }
+  }
+  // binades: the segment of each binade's lowest value; at most one threshold above it in the binade,
+  // and no threshold on a power of two (a tie there would escape the encoder's tie check)
+  for (int e = 96; e <= 127; ++e) {
+    const float bottom = std::ldexp(1.0f, e - 127), top = e == 127 ? 1.0f : std::nextafterf(2.0f * bottom, 0.0f);
+    int s0 = 0, above = 0;
+    for (int s = 1; s < ns; ++s) {
+      const float th = P(sb[s] - 1);
+      if (th == bottom) return false;
+      if (th < bottom) s0 = s;
+      else if (th <= top) ++above;
+    }
+    if (above > 1) return false;
+    seg->first[e & 31] = s0;
   }
   return true;
 }

@@ -3,7 +3,9 @@
 // FO_TEST_AVX2 with AVX2 flags). On a CPU without that ISA (or without VBMI for the VBMI decoder) the
 // cases say so and check nothing of it.
 //   encode: every 61st float bit pattern (both signs, through NaN and inf), every midpoint and its
-//           neighbours, at scales 1 and 0.37, block lengths that leave SIMD tails; both maps;
+//           neighbours, at scales 1, 0.37 and 0, block lengths that leave SIMD tails; both maps; the
+//           AVX-512 body with and without its segment table (core/q8.h q8_build_segments), and a
+//           check that the segment path, not its table fallback, encodes most values;
 //   decode: every code at every position of 0..4096-element blocks, at several scales; both maps;
 //   absmax: blocks with NaN, inf, -0.0 and tails.
 #if defined(FO_TEST_AVX512)
@@ -27,6 +29,7 @@ const float kMids[2][256] = {{FO_Q8_UNSIGNED_MIDS}, {FO_Q8_SIGNED_MIDS}};
 alignas(64) int32_t g_bucket[2][kQ8Buckets];
 alignas(64) int32_t g_packed[2][kQ8Buckets];
 alignas(64) uint8_t g_planes[2][1024];
+Q8Seg g_seg[2];
 
 bool isa_ok() {
 #if defined(FO_TEST_AVX512)
@@ -43,12 +46,13 @@ Q8Book book(int s) {
     for (int m = 0; m < 2; ++m) {
       CHECK(q8_build_buckets(kMids[m], g_bucket[m]));
       CHECK(q8_build_packed(kMids[m], g_bucket[m], g_packed[m]));
+      CHECK(q8_build_segments(kValues[m], kMids[m], m == 1, &g_seg[m]));
       for (int k = 0; k < 256; ++k)
         for (int b = 0; b < 4; ++b) g_planes[m][256 * b + k] = uint8_t(q8_bits(kValues[m][k]) >> (8 * b));
     }
     built = true;
   }
-  return Q8Book{kValues[s], kMids[s], g_bucket[s], s == 1, g_packed[s], g_planes[s]};
+  return Q8Book{kValues[s], kMids[s], g_bucket[s], s == 1, g_packed[s], g_planes[s], &g_seg[s]};
 }
 
 int scalar_code(int s, float x, float inv) {
@@ -56,8 +60,9 @@ int scalar_code(int s, float x, float inv) {
   return s ? q8_sign_fix(c, x) : c;
 }
 
-void check_encode(int s) {
-  const Q8Book bk = book(s);
+void check_encode(int s, bool with_seg) {
+  Q8Book bk = book(s);
+  if (!with_seg) bk.seg = nullptr;
   std::vector<float> v;
   for (uint64_t u = 0; u <= 0xffffffffull; u += 61) v.push_back(q8_from_bits(uint32_t(u)));
   for (int k = 0; k < 255; ++k)
@@ -69,7 +74,7 @@ void check_encode(int s) {
     }
   int64_t bad = 0, n = 0;
   std::vector<uint8_t> out(v.size() + 64);
-  for (float inv : {1.0f, 0.37f}) {
+  for (float inv : {1.0f, 0.37f, 0.0f}) {
     for (int len : {4096, 1000, 17}) {  // tails of 8 and 1 elements in the SIMD loops
       for (size_t b = 0; b < v.size(); b += size_t(len)) {
         const int m = int(std::min<size_t>(size_t(len), v.size() - b));
@@ -84,6 +89,30 @@ void check_encode(int s) {
   }
   CHECK(n > 100000000);
   CHECK(bad == 0);
+}
+
+// The segment encoder really encodes: with a wrong packed table (every entry 0), only the values it
+// sends to the table fallback come out wrong; for typical states that is well under 1 in 100.
+void check_segment_path_runs(int s) {
+  Q8Book bk = book(s);
+  static int32_t zero_packed[kQ8Buckets];
+  bk.packed = zero_packed;
+  std::vector<float> v(1 << 16);
+  uint32_t r = 777u;
+  for (auto& x : v) {  // log-uniform magnitudes over 1e-6..1, both signs
+    r = r * 1664525u + 1013904223u;
+    const float mag = std::pow(10.0f, -6.0f * float(r >> 8) / 16777216.0f);
+    x = (s && (r & 1u)) ? -mag : mag;
+  }
+  std::vector<uint8_t> out(v.size());
+  if (s)
+    cpu::FO_ISA::q8_block_encode<true>(v.data(), int(v.size()), 1.0f, bk, out.data());
+  else
+    cpu::FO_ISA::q8_block_encode<false>(v.data(), int(v.size()), 1.0f, bk, out.data());
+  int64_t bad = 0;
+  for (size_t j = 0; j < v.size(); ++j) bad += int(out[j]) != scalar_code(s, v[j], 1.0f);
+  std::printf("  map %d: %lld of %zu values differ with a wrong fallback table\n", s, (long long)bad, v.size());
+  CHECK(bad < int64_t(v.size()) / 100);
 }
 
 void check_decode(int s, bool with_planes) {
@@ -117,12 +146,38 @@ void check_decode(int s, bool with_planes) {
 
 TEST_CASE(encode_signed_equals_scalar) {
   if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
-  check_encode(1);
+  check_encode(1, true);
+#if defined(FO_TEST_AVX512)
+  check_encode(1, false);
+#endif
 }
 
 TEST_CASE(encode_unsigned_equals_scalar) {
   if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
-  check_encode(0);
+  check_encode(0, true);
+#if defined(FO_TEST_AVX512)
+  check_encode(0, false);
+#endif
+}
+
+#if defined(FO_TEST_AVX512)
+TEST_CASE(segment_encoder_runs) {
+  if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
+  check_segment_path_runs(0);
+  check_segment_path_runs(1);
+}
+#endif
+
+// The segment table builder refuses a map whose midpoints a linear fit cannot place within eps.
+TEST_CASE(segment_builder_refuses_an_irregular_map) {
+  for (int m = 0; m < 2; ++m) {
+    float mids[256];
+    std::memcpy(mids, kMids[m], sizeof(mids));
+    Q8Seg sg;
+    CHECK(q8_build_segments(kValues[m], mids, m == 1, &sg));
+    mids[250] = 0.5f * (mids[250] + kValues[m][250]);  // a quarter step down: off the fitted line
+    CHECK(!q8_build_segments(kValues[m], mids, m == 1, &sg));
+  }
 }
 
 TEST_CASE(decode_equals_scalar) {
