@@ -61,6 +61,22 @@ def _run_reference(spec, opts, params64, states, t, grads64):
         spec.reference(p, g, st, t, **hyper)
 
 
+def _resynced_steps(spec, opts, ours, ps, keys):
+    """Steps ours for t = 1..STEPS; before each, a float64 reference starts from our current params
+    and states (fresh states at t = 1) and takes the same step. Yields (t, reference params,
+    reference states) after our step."""
+    for t in range(1, STEPS + 1):
+        set_grads([ps], t)
+        ref_ps = [p.detach().double().clone() for p in ps]
+        if t == 1:
+            ref_states = [init_state(keys, p) for p in ref_ps]
+        else:
+            ref_states = [_resync(ours.state[p], keys) for p in ps]
+        _run_reference(spec, opts, ref_ps, ref_states, t, [p.grad.double() for p in ps])
+        ours.step()
+        yield t, ref_ps, ref_states
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("spec,opts", CASES, ids=CASE_IDS)
 def test_matches_float64_reference(spec, opts, dtype):
@@ -92,15 +108,7 @@ def test_low_precision_params_resynced(spec, opts, pdtype):
     ps = make_params(dtype=pdtype)
     keys = spec.keys(opts)
     ours = spec.ours(ps, lr=spec.lr, **opts)
-    for t in range(1, STEPS + 1):
-        set_grads([ps], t)
-        ref_ps = [p.detach().double().clone() for p in ps]
-        if t == 1:
-            ref_states = [init_state(keys, p) for p in ref_ps]
-        else:
-            ref_states = [_resync(ours.state[p], keys) for p in ps]
-        _run_reference(spec, opts, ref_ps, ref_states, t, [p.grad.double() for p in ps])
-        ours.step()
+    for t, ref_ps, ref_states in _resynced_steps(spec, opts, ours, ps, keys):
         for i, (p, rp, rs) in enumerate(zip(ps, ref_ps, ref_states)):
             ctx = f"{spec.id(opts)} {pdtype} step {t} param {i}"
             assert p.dtype == pdtype
@@ -122,15 +130,7 @@ def test_bf16_states_resynced(spec, opts):
     ps = make_params()
     keys = spec.keys(opts)
     ours = spec.ours(ps, lr=spec.lr, state_dtype=torch.bfloat16, **opts)
-    for t in range(1, STEPS + 1):
-        set_grads([ps], t)
-        ref_ps = [p.detach().double().clone() for p in ps]
-        if t == 1:
-            ref_states = [init_state(keys, p) for p in ref_ps]
-        else:
-            ref_states = [_resync(ours.state[p], keys) for p in ps]
-        _run_reference(spec, opts, ref_ps, ref_states, t, [p.grad.double() for p in ps])
-        ours.step()
+    for t, ref_ps, ref_states in _resynced_steps(spec, opts, ours, ps, keys):
         for i, (p, rp, rs) in enumerate(zip(ps, ref_ps, ref_states)):
             ctx = f"{spec.id(opts)} bf16-state step {t} param {i}"
             for k in keys:
