@@ -19,7 +19,11 @@
 #pragma once
 #include <cmath>
 
+#include <vector>
+
 #include "config.h"
+#include "numeric.h"
+#include "reduce.h"
 
 namespace fusedopt {
 
@@ -84,6 +88,148 @@ FO_HD AfScalars af_scalars(const AfArgs& a, double t, double rms_p) {
     s.decay = 1.0 - a.wd * s.alpha;
   }
   return s;
+}
+
+// Pass 0's reduction (reduction engine, core/reduce.h): sum p^2 of tensors [t0, t0 + n) of a call
+// into out64[0..n) (fp64). Host code; the backend sets workspace / stream / nthreads.
+struct AfParamSumSq {
+  std::vector<const void*> data;
+  std::vector<int64_t> numel;
+  ReduceArgs args{};
+  AfParamSumSq(const AfArgs& a, int64_t t0, int64_t n, double* out64) : data(size_t(n)), numel(size_t(n)) {
+    for (int64_t t = 0; t < n; ++t) {
+      data[size_t(t)] = a.tensors[t0 + t].param;
+      numel[size_t(t)] = a.tensors[t0 + t].numel;
+    }
+    args.data = data.data();
+    args.numel = numel.data();
+    args.ntensors = n;
+    args.dt = a.dt;
+    args.op = RedOp::SumSq;
+    args.p = 2.0;
+    args.per_tensor64 = out64;
+  }
+  AfParamSumSq(const AfParamSumSq&) = delete;  // args points into the vectors
+  AfParamSumSq& operator=(const AfParamSumSq&) = delete;
+};
+
+// ---- per-element and per-row/col math, shared by the CPU (cpu/adafactor_impl.h) and CUDA
+// (cuda/adafactor.cu) passes so both backends compute the same fp32 (fp64) expressions ----------
+
+// Per-tensor values the element passes read, besides the row/col factors.
+template <class T>
+struct AfElemCtx {
+  T beta2t, ema_w, one_minus_w;  // EMA retention / weight (and 1 - weight for torch's lerp)
+  bool w_small;                  // torch's lerp branch (weight < 0.5)
+  T floor;                       // transformers: eps1 (added to g^2); torch: eps1^2 (variance clamp)
+  T clipdiv;                     // transformers: max(1, RMS(u)/d) (set after pass 2)
+  T alpha, neg_alpha_over_clip;  // step size; torch: -alpha / max(1, RMS(u)/d) (set after pass 2)
+  T decay, beta1, one_minus_beta1;
+};
+
+template <bool kTorch, class T>
+FO_HD AfElemCtx<T> af_elem_ctx(const AfArgs& a, const AfScalars& s) {
+  AfElemCtx<T> c;
+  c.beta2t = T(s.beta2t);
+  c.ema_w = T(kTorch ? s.ema_w : 1.0 - s.beta2t);
+  c.one_minus_w = T(1.0 - double(c.ema_w));
+  c.w_small = s.ema_w < 0.5;
+  c.floor = T(kTorch ? a.eps1 * a.eps1 : a.eps1);
+  c.clipdiv = T(1);
+  c.alpha = T(s.alpha);
+  c.neg_alpha_over_clip = T(-s.alpha);
+  c.decay = T(s.decay);
+  c.beta1 = T(a.beta1);
+  c.one_minus_beta1 = T(1.0 - a.beta1);
+  return c;
+}
+
+// EMA of a statistic (R, C or V) towards x: transformers' mul/add, torch's lerp.
+template <bool kTorch, class T>
+FO_HD T af_ema(T old, T x, const AfElemCtx<T>& c) {
+  if constexpr (kTorch) return lerp_torch(old, x, c.ema_w, c.one_minus_w, c.w_small);
+  else return old * c.beta2t + c.ema_w * x;
+}
+
+// Row and column factors of a factored tensor, from the updated R_i, C_j and mean(R) of its matrix:
+// transformers: rf = rsqrt(R_i / mean R), cf = rsqrt(C_j); torch: rf = R_i, cf = C_j (the division
+// by max(mean R, eps1) happens per element, see af_factored_u).
+template <bool kTorch, class T>
+FO_HD T af_row_factor(T r, T mean) {
+  if constexpr (kTorch) return r;
+  else return T(1) / std::sqrt(r / mean);
+}
+template <bool kTorch, class T>
+FO_HD T af_col_factor(T c) {
+  if constexpr (kTorch) return c;
+  else return T(1) / std::sqrt(c);
+}
+// torch: the per-matrix denominator max(mean R, eps1) (clamp(min=eps1): a NaN mean stays NaN)
+template <class T>
+FO_HD T af_row_den(T mean, double eps1) {
+  return mean < T(eps1) ? T(eps1) : mean;
+}
+
+// u of a factored element from its row factor rf, col factor cf and (torch) row denominator rd.
+template <bool kTorch, class T>
+FO_HD T af_factored_u(T g, T rf, T cf, T rd, T floor) {
+  if constexpr (kTorch) {
+    T v = (rf * cf) / rd;
+    v = v < floor ? floor : v;
+    return (T(1) / std::sqrt(v)) * g;
+  } else {
+    return (rf * cf) * g;
+  }
+}
+
+// Unfactored: the new V from the old one and g (pass 2 stores it) ...
+template <bool kTorch, class T>
+FO_HD T af_var_update(T old, T g, const AfElemCtx<T>& c) {
+  T gg = g * g;
+  if constexpr (!kTorch) gg = gg + c.floor;  // transformers: eps1 added (floor holds eps1 here)
+  return af_ema<kTorch>(old, gg, c);
+}
+// ... and u from it.
+template <bool kTorch, class T>
+FO_HD T af_var_u(T v, T g, const AfElemCtx<T>& c) {
+  if constexpr (kTorch) {
+    const T vc = v < c.floor ? c.floor : v;
+    return (T(1) / std::sqrt(vc)) * g;
+  } else {
+    return (T(1) / std::sqrt(v)) * g;
+  }
+}
+
+// Pass 3 on one element: the new param from p and u (m: the momentum state with kBeta1, updated).
+template <bool kTorch, bool kBeta1, class T>
+FO_HD T af_apply(T p, T u, T* m, const AfElemCtx<T>& c) {
+  if constexpr (kTorch) {
+    p = p * c.decay;
+    return p + c.neg_alpha_over_clip * u;
+  } else {
+    T upd = (u / c.clipdiv) * c.alpha;
+    if constexpr (kBeta1) {
+      upd = *m * c.beta1 + c.one_minus_beta1 * upd;
+      *m = upd;
+    }
+    p = p * c.decay;
+    return p - upd;
+  }
+}
+
+// The clip divisor max(1, RMS(u)/d) from sum u^2 over a tensor (clamp(min=1): NaN stays NaN).
+FO_HD double af_clipdiv(double sum_u2, int64_t numel, double clip) {
+  const double rms_u = std::sqrt(sum_u2) / std::sqrt(double(numel));
+  double d = rms_u / clip;
+  if (!(d > 1.0) && d == d) d = 1.0;
+  return d;
+}
+
+// Sets the pass-3 fields of the ctx from the clip divisor.
+template <bool kTorch, class T>
+FO_HD void af_set_clip(AfElemCtx<T>& c, const AfScalars& s, double clipdiv) {
+  if constexpr (kTorch) c.neg_alpha_over_clip = T(-(s.alpha / clipdiv));
+  else c.clipdiv = T(clipdiv);  // transformers: u / divisor, then * alpha
 }
 
 }  // namespace fusedopt

@@ -22,29 +22,14 @@ struct AfItem {
   int64_t t, begin, end;  // elements [begin, end) of tensor t (factored: whole rows)
 };
 
-// Per-tensor values the element passes read (host-computed).
+// Per-tensor values the element passes read (host-computed): the row/col factors and the scalars.
 template <class T>
 struct AfTensorCtx {
-  const T* rfac;   // factored: per row (transformers: rsqrt(R_i/mean R); torch: R_i)
-  const T* cfac;   // factored: per col (transformers: rsqrt(C_j); torch: C_j)
+  const T* rfac;   // factored: per row (af_row_factor)
+  const T* cfac;   // factored: per col (af_col_factor)
   const T* rden;   // torch factored: per row max(mean R of its matrix, eps1)
-  T beta2t, ema_w, one_minus_w;  // V EMA (unfactored)
-  bool w_small;
-  T floor;         // torch: eps1^2 clamp of the variance estimate
-  T clipdiv;       // pass 3 (transformers): max(1, RMS(u)/d)
-  T alpha, neg_alpha_over_clip, decay, beta1, one_minus_beta1;
+  AfElemCtx<T> e;
 };
-
-template <bool kTorch, class T>
-FO_HD T af_factored_u(T g, T rf, T cf, T rd, T floor) {
-  if constexpr (kTorch) {
-    T v = (rf * cf) / rd;
-    v = v < floor ? floor : v;
-    return (T(1) / std::sqrt(v)) * g;
-  } else {
-    return (rf * cf) * g;
-  }
-}
 
 // Pass 2 (kApply = false: sum of u^2 into `part`) or pass 3 (kApply) over one item.
 template <bool kTorch, bool kApply, bool kBeta1, class T, class PP, class SP>
@@ -57,20 +42,9 @@ void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gs
   for (int j = 0; j < kLanes; ++j) acc[j] = 0.0;
   auto finish = [&](int64_t i, T u) {
     if constexpr (kApply) {
-      T p = pp.load(i);
-      if constexpr (kTorch) {
-        p = p * c.decay;
-        p = p + c.neg_alpha_over_clip * u;
-      } else {
-        T upd = (u / c.clipdiv) * c.alpha;
-        if constexpr (kBeta1) {
-          upd = ms.load(i) * c.beta1 + c.one_minus_beta1 * upd;
-          ms.store(i, upd);
-        }
-        p = p * c.decay;
-        p = p - upd;
-      }
-      pp.store(i, p);
+      T m = kBeta1 ? ms.load(i) : T(0);
+      pp.store(i, af_apply<kTorch, kBeta1>(pp.load(i), u, &m, c.e));
+      if constexpr (kBeta1) ms.store(i, m);
     }
   };
   if (at.factored) {
@@ -85,20 +59,20 @@ void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gs
 #pragma GCC ivdep
         for (int64_t j = 0; j < C; ++j) {
           const T g = gp.load(base + j) * gsign;
-          finish(base + j, af_factored_u<kTorch>(g, rf, cf[j], rd, c.floor));
+          finish(base + j, af_factored_u<kTorch>(g, rf, cf[j], rd, c.e.floor));
         }
       } else {
         int64_t j = 0;
         for (; j + kLanes <= C; j += kLanes) {
           double v[kLanes];
           for (int l = 0; l < kLanes; ++l) {
-            const T u = af_factored_u<kTorch>(gp.load(base + j + l), rf, cf[j + l], rd, c.floor);
+            const T u = af_factored_u<kTorch>(gp.load(base + j + l), rf, cf[j + l], rd, c.e.floor);
             v[l] = double(u) * double(u);
           }
           for (int l = 0; l < kLanes; ++l) acc[l] += v[l];
         }
         for (int l = 0; j < C; ++j, ++l) {
-          const T u = af_factored_u<kTorch>(gp.load(base + j), rf, cf[j], rd, c.floor);
+          const T u = af_factored_u<kTorch>(gp.load(base + j), rf, cf[j], rd, c.e.floor);
           acc[l] += double(u) * double(u);
         }
       }
@@ -109,22 +83,10 @@ void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gs
       if constexpr (kApply) {
         v = vs.load(i);  // pass 2 stored the new V
       } else {
-        T gg = g * g;
-        if constexpr (kTorch) {
-          v = lerp_torch(vs.load(i), gg, c.ema_w, c.one_minus_w, c.w_small);
-        } else {
-          gg = gg + c.floor;  // transformers: eps1 added (floor holds eps1 here)
-          v = vs.load(i) * c.beta2t + c.ema_w * gg;
-        }
+        v = af_var_update<kTorch>(vs.load(i), g, c.e);
         vs.store(i, v);
       }
-      if constexpr (kTorch) {
-        const T f = c.floor;
-        const T vc = v < f ? f : v;
-        return (T(1) / std::sqrt(vc)) * g;
-      } else {
-        return (T(1) / std::sqrt(v)) * g;
-      }
+      return af_var_u<kTorch>(v, g, c.e);
     };
     if constexpr (kApply) {
 #pragma GCC ivdep
@@ -165,24 +127,11 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   const T gsign = (a.flags & kAfMaximize) ? T(-1) : T(1);
 
   // pass 0: sum p^2 per tensor (reduction engine), then steps and per-tensor scalars
-  std::vector<const void*> pdata(n);
-  std::vector<int64_t> pnum(n);
-  for (int64_t t = 0; t < n; ++t) {
-    pdata[t] = tensors[t].param;
-    pnum[t] = tensors[t].numel;
-  }
   std::vector<double> psq(n);
   {
-    ReduceArgs r{};
-    r.data = pdata.data();
-    r.numel = pnum.data();
-    r.ntensors = n;
-    r.dt = a.dt;
-    r.op = RedOp::SumSq;
-    r.p = 2.0;
-    r.per_tensor64 = psq.data();
-    r.nthreads = a.nthreads;
-    reduce_dispatch(r);
+    AfParamSumSq p0(a, t0, n, psq.data());
+    p0.args.nthreads = a.nthreads;
+    reduce_dispatch(p0.args);
   }
   std::vector<AfScalars> sc(n);
   for (int64_t t = 0; t < n; ++t) {
@@ -203,15 +152,7 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
     const AfTensor& at = tensors[t];
     AfTensorCtx<T>& c = ctx[t];
-    c.beta2t = T(sc[t].beta2t);
-    c.ema_w = T(torch_sem ? sc[t].ema_w : 1.0 - sc[t].beta2t);
-    c.one_minus_w = T(1.0 - double(c.ema_w));
-    c.w_small = sc[t].ema_w < 0.5;
-    c.floor = T(torch_sem ? a.eps1 * a.eps1 : a.eps1);
-    c.alpha = T(sc[t].alpha);
-    c.decay = T(sc[t].decay);
-    c.beta1 = T(a.beta1);
-    c.one_minus_beta1 = T(1.0 - a.beta1);
+    c.e = af_elem_ctx<kTorch, T>(a, sc[t]);
     if (!at.factored || at.numel == 0) continue;
     const int64_t B = at.batch, R = at.rows, C = at.cols;
     rm.resize(size_t(B * R));
@@ -232,12 +173,8 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
     rc.nthreads = a.nthreads;
     rowcol_dispatch(rc);
     const SP rs = make_plain<SP>(at.row_or_var), cs = make_plain<SP>(at.col);
-    auto ema = [&](T old, T x) {
-      if (torch_sem) return lerp_torch(old, x, c.ema_w, c.one_minus_w, c.w_small);
-      return old * c.beta2t + c.ema_w * x;
-    };
-    for (int64_t i = 0; i < B * R; ++i) rs.store(i, ema(rs.load(i), T(rm[i])));
-    for (int64_t i = 0; i < B * C; ++i) cs.store(i, ema(cs.load(i), T(cm[i])));
+    for (int64_t i = 0; i < B * R; ++i) rs.store(i, af_ema<kTorch>(rs.load(i), T(rm[i]), c.e));
+    for (int64_t i = 0; i < B * C; ++i) cs.store(i, af_ema<kTorch>(cs.load(i), T(cm[i]), c.e));
     std::vector<T>& f = fac[t];
     f.resize(size_t(B * R * (torch_sem ? 2 : 1) + B * C));
     T* rf = f.data();
@@ -247,17 +184,11 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
       double s = 0.0;
       for (int64_t i = 0; i < R; ++i) s += double(rs.load(b * R + i));
       const T mean = T(s / double(R));
-      if (torch_sem) {
-        const T den = mean < T(a.eps1) ? T(a.eps1) : mean;  // clamp(min=eps1); NaN stays
-        for (int64_t i = 0; i < R; ++i) {
-          rf[b * R + i] = rs.load(b * R + i);
-          rd[b * R + i] = den;
-        }
-      } else {
-        for (int64_t i = 0; i < R; ++i) rf[b * R + i] = T(1) / std::sqrt(rs.load(b * R + i) / mean);
-      }
+      for (int64_t i = 0; i < R; ++i) rf[b * R + i] = af_row_factor<kTorch>(rs.load(b * R + i), mean);
+      if (torch_sem)
+        for (int64_t i = 0; i < R; ++i) rd[b * R + i] = af_row_den(mean, a.eps1);
     }
-    for (int64_t j = 0; j < B * C; ++j) cf[j] = torch_sem ? cs.load(j) : T(1) / std::sqrt(cs.load(j));
+    for (int64_t j = 0; j < B * C; ++j) cf[j] = af_col_factor<kTorch>(cs.load(j));
     c.rfac = rf;
     c.cfac = cf;
     c.rden = torch_sem ? rd : nullptr;
@@ -290,15 +221,7 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   for (int64_t t = 0; t < n; ++t) {
     double s = 0.0;
     for (int64_t k = first[t]; k < first[t + 1]; ++k) s += part[k];
-    const AfTensor& at = tensors[t];
-    const double rms_u = std::sqrt(s) / std::sqrt(double(at.numel));
-    double clipdiv = rms_u / a.clip;
-    if (!(clipdiv > 1.0) && clipdiv == clipdiv) clipdiv = 1.0;  // clamp(min=1); NaN stays
-    if (torch_sem) {
-      ctx[t].neg_alpha_over_clip = T(-(sc[t].alpha / clipdiv));
-    } else {
-      ctx[t].clipdiv = T(clipdiv);  // transformers: u / divisor, then * alpha
-    }
+    af_set_clip<kTorch>(ctx[t].e, sc[t], af_clipdiv(s, tensors[t].numel, a.clip));
   }
 
   // pass 3: apply
