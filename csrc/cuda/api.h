@@ -1,5 +1,6 @@
 // Entry points of the CUDA engine (torch-free, implemented in .cu files).
 #pragma once
+#include "../core/adafactor.h"
 #include "../core/launch.h"
 #include "../core/reduce.h"
 
@@ -16,6 +17,12 @@ inline int64_t reduce_workspace(int64_t nchunks, int64_t ntensors) { return nchu
 void reduce(const ReduceArgs& a);
 void row_col(const RowColArgs& a);
 void clip(const ClipArgs& a);
+
+// Adafactor's fused step (core/adafactor.h, adafactor.cu): asynchronous on `stream`, no host sync.
+// a.tensors is host memory (read on the host to build launches); its pointers are device memory,
+// as is a.found_inf. `workspace`: >= adafactor_workspace(a) doubles of device memory.
+int64_t adafactor_workspace(const AfArgs& a);
+void adafactor(const AfArgs& a, double* workspace, void* stream);
 
 // Standalone block-wise 8-bit codec (core/q8.h) on `stream` (a cudaStream_t); any block size >= 1.
 void q8_quantize(const float* x, int64_t n, int64_t block, bool is_signed, uint8_t* codes, float* absmax,

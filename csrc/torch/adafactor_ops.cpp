@@ -8,14 +8,24 @@
 // (pass any tensor, e.g. an empty one). exp_avg is empty unless kAfBeta1. steps and rms are
 // float32 scalars (steps bumped, rms written: RMS(p) before the update).
 // One device and one param dtype per call; states float32 (float64 for float64 params).
+// CPU: float32, float64, float16, bfloat16 params. CUDA: float32, float16, bfloat16 params, all
+// passes on the device (found_inf read there, no host sync; see csrc/cuda/adafactor.cu).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <vector>
 
 #include "../core/adafactor.h"
 #include "../cpu/api.h"
+
+#ifdef FUSEDOPT_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "../cuda/api.h"
+#endif
 
 namespace fusedopt {
 namespace {
@@ -135,9 +145,21 @@ void adafactor_(at::TensorList params, at::TensorList grads, at::TensorList row_
     TORCH_CHECK(!found_inf.has_value() || found_inf->is_cpu(), "fusedopt.adafactor_: found_inf must be on the CPU");
     a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
     cpu::adafactor_kernel(cpu::active_isa())(a);
+  } else if (p0.is_cuda()) {
+#ifdef FUSEDOPT_WITH_CUDA
+    TORCH_CHECK(dt != Dt::F64, "fusedopt.adafactor_: params[0] is float64 on ", p0.device(),
+                "; the CUDA kernels take float32, float16 and bfloat16 params (float64 runs on the CPU)");
+    TORCH_CHECK(!found_inf.has_value() || found_inf->device() == p0.device(), "fusedopt.adafactor_: found_inf is on ",
+                found_inf.has_value() ? found_inf->device() : p0.device(), " but the params are on ", p0.device());
+    c10::cuda::CUDAGuard guard(p0.device());
+    a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
+    at::Tensor ws = at::empty({cuda::adafactor_workspace(a)}, p0.options().dtype(at::kDouble));
+    cuda::adafactor(a, ws.mutable_data_ptr<double>(), c10::cuda::getCurrentCUDAStream(p0.device().index()).stream());
+#else
+    TORCH_CHECK(false, "fusedopt.adafactor_: params are on ", p0.device(), " but this build has no CUDA kernels");
+#endif
   } else {
-    TORCH_CHECK(false, "fusedopt.adafactor_: params are on ", p0.device(),
-                "; the fused Adafactor step has a CPU kernel only in this build");
+    TORCH_CHECK(false, "fusedopt.adafactor_: params are on ", p0.device(), "; the fused Adafactor step runs on the CPU and CUDA");
   }
 }
 
@@ -151,3 +173,6 @@ TORCH_LIBRARY_FRAGMENT(fusedopt, m) {
       "Tensor? found_inf=None, int threads=0) -> ()");
 }
 TORCH_LIBRARY_IMPL(fusedopt, CPU, m) { m.impl("adafactor_", &fusedopt::adafactor_); }
+#ifdef FUSEDOPT_WITH_CUDA
+TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) { m.impl("adafactor_", &fusedopt::adafactor_); }
+#endif

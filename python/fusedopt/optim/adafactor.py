@@ -4,6 +4,8 @@
 transformers.optimization.Adafactor; `AdafactorTorch` those of torch.optim.Adafactor.
 One op call per (device, param dtype) bucket of a param group runs every pass of the step
 (RMS(p), row/col means of g^2, factor EMAs, RMS(u), the update); no per-tensor torch ops.
+CPU: float32/float64/float16/bfloat16 params. CUDA (csrc/cuda/adafactor.cu, compiled but not yet run
+on a GPU): float32/float16/bfloat16 params, every per-tensor scalar on the device, no host sync.
 """
 from __future__ import annotations
 

@@ -1,0 +1,483 @@
+// Adafactor's fused step on CUDA (core/adafactor.h): the same four passes as the CPU
+// (cpu/adafactor_impl.h), every per-tensor scalar computed on the device, no host sync, no
+// host-to-device copy (metadata travels by value as kernel arguments). torch-free.
+//
+// Stream order of one call (every kernel reads *found_inf first and returns when it is non-zero, so
+// a skipped step changes no param, state, step or RMS; the reductions only fill the workspace):
+//   0. reduction engine (reduce.cu): sum p^2 per tensor, fp64, into `psq`;
+//   1. scalar_kernel: per tensor, bump the step, write RMS(p), build the AfElemCtx (af_scalars /
+//      af_elem_ctx: the CPU's expressions);
+//   2. reduction engine: row/col means of g^2 (+eps1) of each factored tensor into rm / cm, one
+//      tensor after another through one reused fp64 workspace; then factor_kernel: per (tensor,
+//      matrix) block the R and C EMAs (stored), mean R by a fixed block fold, the row and col
+//      factors (af_row_factor / af_col_factor / af_row_den) into rf / cf / rd;
+//   3. pass_kernel<apply = false>: per piece u (unfactored: the V EMA, stored) and a fixed-tree fp64
+//      sum of u^2 into part[piece]; clip_kernel folds each tensor's pieces in order into the clip
+//      divisor (af_clipdiv, af_set_clip);
+//   4. pass_kernel<apply = true>: recompute u from the factors (or the stored V), af_apply, store p
+//      (and exp_avg).
+// Pieces: a factored tensor is cut per matrix into blocks of row_block(C) rows (so a piece never
+// spans two matrices), an unfactored one into kChunk elements. Sums are folded in fixed orders:
+// bitwise the same run to run; not promised bitwise equal to the CPU (other in-piece orders).
+// Params fp32, fp16 or bf16; states fp32.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "../core/adafactor.h"
+#include "../core/numeric.h"
+#include "../core/reduce.h"
+#include "../core/storage.h"
+#include "api.h"
+#include "mta.cuh"
+
+namespace fusedopt::cuda {
+namespace {
+
+constexpr int kAfThreads = 512;      // a power of two (block folds)
+constexpr int kAfMaxSlots = 16;      // tensors per launch of the piece kernels
+constexpr int kAfMaxBlocks = 320;    // blocks per launch of the piece kernels
+constexpr int kAfPerLaunch = 64;     // tensors per launch of the per-tensor kernels
+constexpr int kAfFactorBlocks = 32;  // at most this many blocks share the matrices of one tensor
+
+// ---- the workspace (one fp64 device buffer, laid out by the host) --------------------------------
+struct AfLayout {
+  int64_t red_ws, psq, ctx, part, rc_ws, floats, total;  // offsets in doubles; total = size
+  std::vector<int64_t> piece_base;                       // first piece of tensor t in `part`
+  std::vector<int64_t> fac;                              // factored: offset of its floats (in floats)
+  int64_t npieces = 0;
+};
+
+// Per-tensor values on the device: the element ctx and the fp64 step size (the CPU divides the fp64
+// alpha by the clip divisor, so keep it for clip_kernel).
+struct DevCtx {
+  AfElemCtx<float> e;
+  double alpha;
+};
+constexpr int64_t ctx_doubles() { return int64_t((sizeof(DevCtx) + 7) / 8); }
+
+int64_t af_pieces(const AfTensor& t) {
+  if (t.numel == 0) return 0;
+  if (!t.factored) return num_chunks(t.numel);
+  const int64_t rb = row_block(t.cols);
+  return t.batch * ((t.rows + rb - 1) / rb);
+}
+
+// floats of a factored tensor: rm[B*R], cm[B*C] (row/col means), rf[B*R], cf[B*C], rd[B]
+int64_t af_floats(const AfTensor& t) { return 2 * t.batch * t.rows + 2 * t.batch * t.cols + t.batch; }
+
+AfLayout af_layout(const AfArgs& a) {
+  AfLayout L;
+  const int64_t n = a.ntensors;
+  int64_t pchunks = 0, rc = 1, fl = 0;
+  L.piece_base.resize(size_t(n));
+  L.fac.assign(size_t(n), -1);
+  for (int64_t t = 0; t < n; ++t) {
+    const AfTensor& at = a.tensors[t];
+    pchunks += num_chunks(at.numel);
+    L.piece_base[size_t(t)] = L.npieces;
+    L.npieces += af_pieces(at);
+    if (at.factored && at.numel > 0) {
+      const int64_t w = rowcol_workspace(at.batch, at.rows, at.cols);
+      rc = w > rc ? w : rc;
+      L.fac[size_t(t)] = fl;
+      fl += af_floats(at);
+    }
+  }
+  int64_t o = 0;
+  L.red_ws = o;
+  o += reduce_workspace(pchunks, n);
+  L.psq = o;
+  o += n;
+  L.ctx = o;
+  o += n * ctx_doubles();
+  L.part = o;
+  o += L.npieces > 0 ? L.npieces : 1;
+  L.rc_ws = o;
+  o += rc;
+  L.floats = o;
+  o += (fl + 1) / 2 + 1;
+  L.total = o;
+  return L;
+}
+
+__device__ __forceinline__ bool skipped(const float* found_inf) { return found_inf != nullptr && *found_inf != 0.0f; }
+
+// Fixed-shape fold of one fp64 value per thread (kAfThreads threads); every thread gets the sum.
+__device__ double af_block_sum(double v, double* sh) {
+  const int tid = int(threadIdx.x);
+  sh[tid] = v;
+  __syncthreads();
+  for (int w = kAfThreads / 2; w > 0; w /= 2) {
+    if (tid < w) sh[tid] = sh[tid] + sh[tid + w];
+    __syncthreads();
+  }
+  const double r = sh[0];
+  __syncthreads();  // sh may be reused by the caller
+  return r;
+}
+
+// ---- 1. steps, RMS(p) and the per-tensor scalars ----------------------------------------------------
+// What the per-tensor kernels (scalar_kernel, clip_kernel) read of tensors [first, first + n).
+struct TensorMeta {
+  float* step[kAfPerLaunch];
+  float* rms[kAfPerLaunch];
+  int64_t numel[kAfPerLaunch];
+  int64_t piece_base[kAfPerLaunch];
+  int64_t npieces[kAfPerLaunch];
+  int64_t first;
+  int n;
+};
+static_assert(sizeof(TensorMeta) + 256 <= kArgBytes, "tensor metadata exceeds the kernel-argument budget");
+
+template <bool kTorch>
+__global__ void scalar_kernel(const __grid_constant__ TensorMeta m, const AfArgs a, const double* psq,
+                              DevCtx* ctx) {
+  const int i = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
+  if (i >= m.n || skipped(a.found_inf)) return;
+  const int64_t t = m.first + i;
+  const double step = double(*m.step[i] += 1.0f);
+  const double rms = sqrt(psq[t]) / sqrt(double(m.numel[i]));  // 0/0 = nan for an empty tensor
+  *m.rms[i] = float(rms);
+  const AfScalars sc = af_scalars(a, step, double(float(rms)));  // RMS in fp32, as the CPU for fp32 math
+  ctx[t].e = af_elem_ctx<kTorch, float>(a, sc);
+  ctx[t].alpha = sc.alpha;
+}
+
+// ---- 2. factor EMAs and factors -----------------------------------------------------------------------
+struct FactorSlot {
+  float* R;          // state R [B*rows]
+  float* C;          // state C [B*cols]
+  const float* fl;   // this tensor's floats: rm, cm, rf, cf, rd
+  int64_t batch, rows, cols;
+  int32_t t;         // index in the call (ctx)
+  int32_t nblocks;   // blocks sharing its matrices: block j takes b = j, j + nblocks, ...
+};
+constexpr int kFactorSlots = 24;
+struct FactorMeta {
+  FactorSlot s[kFactorSlots];
+  uint8_t block_slot[kFactorSlots * kAfFactorBlocks];
+  uint8_t block_j[kFactorSlots * kAfFactorBlocks];
+};
+static_assert(sizeof(FactorMeta) + 256 <= kArgBytes, "factor metadata exceeds the kernel-argument budget");
+
+template <bool kTorch>
+__global__ void __launch_bounds__(kAfThreads)
+    factor_kernel(const __grid_constant__ FactorMeta m, const AfArgs a, const DevCtx* ctx) {
+  __shared__ double sh[kAfThreads];
+  if (skipped(a.found_inf)) return;
+  const FactorSlot& s = m.s[m.block_slot[blockIdx.x]];
+  const AfElemCtx<float> c = ctx[s.t].e;
+  const int64_t B = s.batch, Rn = s.rows, Cn = s.cols;
+  const float* rm = s.fl;
+  const float* cm = rm + B * Rn;
+  float* rf = const_cast<float*>(cm + B * Cn);
+  float* cf = rf + B * Rn;
+  float* rd = cf + B * Cn;
+  for (int64_t b = m.block_j[blockIdx.x]; b < B; b += s.nblocks) {
+    double acc = 0.0;
+    for (int64_t i = threadIdx.x; i < Rn; i += kAfThreads) {
+      const float r = af_ema<kTorch>(s.R[b * Rn + i], rm[b * Rn + i], c);
+      s.R[b * Rn + i] = r;
+      acc += double(r);
+    }
+    const float mean = float(af_block_sum(acc, sh) / double(Rn));
+    for (int64_t i = threadIdx.x; i < Rn; i += kAfThreads) rf[b * Rn + i] = af_row_factor<kTorch>(s.R[b * Rn + i], mean);
+    if (kTorch && threadIdx.x == 0) rd[b] = af_row_den(mean, a.eps1);
+    for (int64_t j = threadIdx.x; j < Cn; j += kAfThreads) {
+      const float v = af_ema<kTorch>(s.C[b * Cn + j], cm[b * Cn + j], c);
+      s.C[b * Cn + j] = v;
+      cf[b * Cn + j] = af_col_factor<kTorch>(v);
+    }
+  }
+}
+
+// ---- 3./4. the element passes over pieces --------------------------------------------------------------
+struct PieceSlot {
+  void* p;
+  const void* g;
+  float* v;          // unfactored: V
+  float* m;          // exp_avg (kBeta1) or null
+  const float* fl;   // factored: rm, cm, rf, cf, rd
+  int64_t numel, batch, rows, cols;
+  int64_t piece_base;
+  int32_t per_mat;   // pieces per matrix (factored)
+  int32_t t;
+  bool factored;
+};
+struct PieceMeta {
+  PieceSlot s[kAfMaxSlots];
+  int32_t block_piece[kAfMaxBlocks];
+  uint8_t block_slot[kAfMaxBlocks];
+};
+static_assert(sizeof(PieceMeta) + 256 <= kArgBytes, "piece metadata exceeds the kernel-argument budget");
+
+struct PassArgs {
+  const float* found_inf;
+  const DevCtx* ctx;
+  double* part;
+  float gsign;
+};
+
+template <bool kTorch, bool kApply, bool kBeta1, class PP>
+__global__ void __launch_bounds__(kAfThreads)
+    pass_kernel(const __grid_constant__ PieceMeta m, const PassArgs q) {
+  __shared__ double sh[kAfThreads];
+  if (skipped(q.found_inf)) return;
+  const PieceSlot& s = m.s[m.block_slot[blockIdx.x]];
+  const int64_t piece = m.block_piece[blockIdx.x];
+  const AfElemCtx<float> c = q.ctx[s.t].e;
+  const PP pp = make_plain<PP>(s.p);
+  const PP gp = make_plain<PP>(const_cast<void*>(s.g));
+  double acc = 0.0;
+  if (s.factored) {
+    const int64_t Rn = s.rows, Cn = s.cols, rb = row_block(Cn);
+    const int64_t b = piece / s.per_mat, r0 = (piece % s.per_mat) * rb;
+    const int64_t r1 = r0 + rb < Rn ? r0 + rb : Rn;
+    const float* rf = s.fl + s.batch * Rn + s.batch * Cn;  // after rm [B*R], cm [B*C]
+    const float* cf = rf + s.batch * Rn + b * Cn;
+    const float rd = kTorch ? (rf + s.batch * Rn + s.batch * Cn)[b] : 1.0f;
+    const int64_t base = (b * Rn + r0) * Cn;
+    const uint32_t len = uint32_t((r1 - r0) * Cn), C32 = uint32_t(Cn);
+    for (uint32_t li = threadIdx.x; li < len; li += kAfThreads) {
+      const uint32_t lr = li / C32, j = li - lr * C32;
+      const int64_t i = base + li;
+      const float g = gp.load(i) * q.gsign;
+      const float u = af_factored_u<kTorch>(g, rf[b * Rn + r0 + lr], cf[j], rd, c.floor);
+      if constexpr (kApply) {
+        float mv = kBeta1 ? s.m[i] : 0.0f;
+        pp.store(i, af_apply<kTorch, kBeta1>(pp.load(i), u, &mv, c));
+        if constexpr (kBeta1) s.m[i] = mv;
+      } else {
+        acc += double(u) * double(u);
+      }
+    }
+  } else {
+    const int64_t begin = piece * kChunk;
+    const int64_t rest = s.numel - begin;
+    const int len = rest < kChunk ? int(rest) : int(kChunk);
+    for (int li = int(threadIdx.x); li < len; li += kAfThreads) {
+      const int64_t i = begin + li;
+      const float g = gp.load(i) * q.gsign;
+      float v;
+      if constexpr (kApply) {
+        v = s.v[i];  // pass 3 reads the V pass 2 stored
+      } else {
+        v = af_var_update<kTorch>(s.v[i], g, c);
+        s.v[i] = v;
+      }
+      const float u = af_var_u<kTorch>(v, g, c);
+      if constexpr (kApply) {
+        float mv = kBeta1 ? s.m[i] : 0.0f;
+        pp.store(i, af_apply<kTorch, kBeta1>(pp.load(i), u, &mv, c));
+        if constexpr (kBeta1) s.m[i] = mv;
+      } else {
+        acc += double(u) * double(u);
+      }
+    }
+  }
+  if constexpr (!kApply) {
+    const double r = af_block_sum(acc, sh);
+    if (threadIdx.x == 0) q.part[s.piece_base + piece] = r;
+  }
+}
+
+// ---- the clip divisor: each tensor's pieces folded in order -------------------------------------------
+template <bool kTorch>
+__global__ void clip_kernel(const __grid_constant__ TensorMeta m, const AfArgs a, const double* part,
+                            DevCtx* ctx) {
+  const int i = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
+  if (i >= m.n || skipped(a.found_inf)) return;
+  double s = 0.0;
+  for (int64_t k = 0; k < m.npieces[i]; ++k) s += part[m.piece_base[i] + k];
+  const int64_t t = m.first + i;
+  AfScalars sc{};
+  sc.alpha = ctx[t].alpha;
+  af_set_clip<kTorch>(ctx[t].e, sc, af_clipdiv(s, m.numel[i], a.clip));
+}
+
+// ---- host side -----------------------------------------------------------------------------------------
+// Calls fn(meta) for the tensors of the call in launches of kAfPerLaunch.
+template <class Fn>
+void per_tensor_launches(const AfArgs& a, const AfLayout& L, const Fn& fn) {
+  for (int64_t t0 = 0; t0 < a.ntensors; t0 += kAfPerLaunch) {
+    const int64_t left = a.ntensors - t0;
+    TensorMeta m{};
+    m.first = t0;
+    m.n = int(left < kAfPerLaunch ? left : kAfPerLaunch);
+    for (int i = 0; i < m.n; ++i) {
+      const AfTensor& at = a.tensors[t0 + i];
+      m.step[i] = at.step;
+      m.rms[i] = at.rms;
+      m.numel[i] = at.numel;
+      m.piece_base[i] = L.piece_base[size_t(t0 + i)];
+      m.npieces[i] = af_pieces(at);
+    }
+    fn(m);
+  }
+}
+
+// Packs the pieces of every non-empty tensor into launches of at most kAfMaxSlots tensors and
+// kAfMaxBlocks blocks; a tensor whose pieces do not all fit continues in slot 0 of the next launch.
+template <class Launch>
+void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, const Launch& launch) {
+  PieceMeta m{};
+  int slot = 0, nblocks = 0;
+  for (int64_t t = 0; t < a.ntensors; ++t) {
+    const AfTensor& at = a.tensors[t];
+    const int64_t np = af_pieces(at);
+    if (np == 0) continue;
+    if (np > int64_t(INT32_MAX)) throw std::runtime_error("fusedopt CUDA adafactor_: tensor too large");
+    if (at.factored && row_block(at.cols) * at.cols > int64_t(INT32_MAX))
+      throw std::runtime_error("fusedopt CUDA adafactor_: a factored tensor has more than 2^25 columns");
+    PieceSlot& s = m.s[slot];
+    s.p = at.param;
+    s.g = at.grad;
+    s.v = at.factored ? nullptr : static_cast<float*>(at.row_or_var);
+    s.m = static_cast<float*>(at.exp_avg);
+    s.fl = at.factored ? floats + L.fac[size_t(t)] : nullptr;
+    s.numel = at.numel;
+    s.batch = at.batch;
+    s.rows = at.rows;
+    s.cols = at.cols;
+    s.piece_base = L.piece_base[size_t(t)];
+    s.per_mat = at.factored ? int32_t((at.rows + row_block(at.cols) - 1) / row_block(at.cols)) : 0;
+    s.t = int32_t(t);
+    s.factored = at.factored;
+    for (int64_t k = 0; k < np; ++k) {
+      m.block_slot[nblocks] = uint8_t(slot);
+      m.block_piece[nblocks] = int32_t(k);
+      ++nblocks;
+      const bool done = k == np - 1;
+      if (nblocks == kAfMaxBlocks || (done && slot + 1 == kAfMaxSlots)) {
+        launch(m, nblocks);
+        nblocks = 0;
+        if (done) {
+          slot = -1;
+        } else {
+          m.s[0] = m.s[slot];
+          slot = 0;
+        }
+      }
+    }
+    ++slot;
+  }
+  if (nblocks > 0) launch(m, nblocks);
+}
+
+template <bool kTorch, bool kApply, bool kBeta1, class PP>
+void run_pass(const AfArgs& a, const AfLayout& L, float* floats, const PassArgs& q, cudaStream_t stream) {
+  for_each_piece_launch(a, L, floats, [&](const PieceMeta& m, int nblocks) {
+    pass_kernel<kTorch, kApply, kBeta1, PP><<<nblocks, kAfThreads, 0, stream>>>(m, q);
+    check_launch("adafactor_", kApply ? "update pass launch" : "RMS(u) pass launch");
+  });
+}
+
+template <bool kTorch, class PP>
+void af_cuda(const AfArgs& a, double* ws, cudaStream_t stream) {
+  const int64_t n = a.ntensors;
+  const AfLayout L = af_layout(a);
+  double* psq = ws + L.psq;
+  auto* ctx = reinterpret_cast<DevCtx*>(ws + L.ctx);
+  double* part = ws + L.part;
+  float* floats = reinterpret_cast<float*>(ws + L.floats);
+
+  // 0. sum p^2 per tensor
+  AfParamSumSq p0(a, 0, n, psq);
+  p0.args.workspace = ws + L.red_ws;
+  p0.args.stream = stream;
+  reduce(p0.args);
+
+  // 1. steps, RMS(p), scalars
+  per_tensor_launches(a, L, [&](const TensorMeta& m) {
+    scalar_kernel<kTorch><<<1, kAfPerLaunch, 0, stream>>>(m, a, psq, ctx);
+    check_launch("adafactor_", "scalar kernel launch");
+  });
+
+  // 2. row/col means of g^2 (+eps1), then the factor EMAs and factors
+  FactorMeta fm{};
+  int fslots = 0, fblocks = 0;
+  auto flush_factors = [&]() {
+    if (fblocks == 0) return;
+    factor_kernel<kTorch><<<fblocks, kAfThreads, 0, stream>>>(fm, a, ctx);
+    check_launch("adafactor_", "factor kernel launch");
+    fslots = 0;
+    fblocks = 0;
+  };
+  for (int64_t t = 0; t < n; ++t) {
+    const AfTensor& at = a.tensors[t];
+    if (!at.factored || at.numel == 0) continue;
+    float* fl = floats + L.fac[size_t(t)];
+    RowColArgs rc{};
+    rc.data = at.grad;
+    rc.batch = at.batch;
+    rc.rows = at.rows;
+    rc.cols = at.cols;
+    rc.dt = a.dt;
+    rc.square = true;
+    rc.mean = true;
+    rc.add = kTorch ? 0.0 : a.eps1;
+    rc.row_out = fl;
+    rc.col_out = fl + at.batch * at.rows;
+    rc.workspace = ws + L.rc_ws;  // reused: the launches of one stream run in order
+    rc.stream = stream;
+    row_col(rc);
+    FactorSlot& s = fm.s[fslots];
+    s.R = static_cast<float*>(at.row_or_var);
+    s.C = static_cast<float*>(at.col);
+    s.fl = fl;
+    s.batch = at.batch;
+    s.rows = at.rows;
+    s.cols = at.cols;
+    s.t = int32_t(t);
+    s.nblocks = int32_t(at.batch < kAfFactorBlocks ? at.batch : kAfFactorBlocks);
+    for (int j = 0; j < s.nblocks; ++j) {
+      fm.block_slot[fblocks] = uint8_t(fslots);
+      fm.block_j[fblocks] = uint8_t(j);
+      ++fblocks;
+    }
+    if (++fslots == kFactorSlots) flush_factors();
+  }
+  flush_factors();
+
+  // 3. u, sum u^2 per piece, the clip divisor per tensor
+  const PassArgs q{a.found_inf, ctx, part, (a.flags & kAfMaximize) ? -1.0f : 1.0f};
+  run_pass<kTorch, false, false, PP>(a, L, floats, q, stream);
+  per_tensor_launches(a, L, [&](const TensorMeta& m) {
+    clip_kernel<kTorch><<<1, kAfPerLaunch, 0, stream>>>(m, a, part, ctx);
+    check_launch("adafactor_", "clip kernel launch");
+  });
+
+  // 4. the update
+  if (!kTorch && (a.flags & kAfBeta1))
+    run_pass<kTorch, true, true, PP>(a, L, floats, q, stream);
+  else
+    run_pass<kTorch, true, false, PP>(a, L, floats, q, stream);
+}
+
+template <class PP>
+void af_sem(const AfArgs& a, double* ws, cudaStream_t stream) {
+  if (a.flags & kAfTorch) return af_cuda<true, PP>(a, ws, stream);
+  return af_cuda<false, PP>(a, ws, stream);
+}
+
+}  // namespace
+
+int64_t adafactor_workspace(const AfArgs& a) { return af_layout(a).total; }
+
+void adafactor(const AfArgs& a, double* workspace, void* stream) {
+  if (a.ntensors <= 0) return;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (a.dt) {
+    case Dt::F32: return af_sem<F32Store<float>>(a, workspace, s);
+    case Dt::F16: return af_sem<F16Store<float>>(a, workspace, s);
+    case Dt::BF16: return af_sem<BF16Store<float>>(a, workspace, s);
+    default:
+      throw std::runtime_error("fusedopt CUDA adafactor_: unsupported param dtype (float32, float16, bfloat16)");
+  }
+}
+
+}  // namespace fusedopt::cuda
