@@ -3,7 +3,8 @@
 #   bash run.sh demo    short training run + benchmark against torch.optim (prints ratios)
 #   bash run.sh test    C++ core tests (ctest) and Python tests (pytest)
 #   bash run.sh build   set-up and build only
-#   bash run.sh bench   full benchmark (bench/bench_step.py, extra args passed on)
+#   bash run.sh bench   full benchmark (bench/bench_step.py, extra args passed on); also installs the
+#                       benchmark-only peers (DeepSpeed, timm) used by bench/bench_step.py and bench_cross.py
 # Set-up: a venv (cached outside the clone, $FUSEDOPT_VENV, default ~/.cache/fusedopt/venv) with
 # torch 2.14.1 (a CUDA 13.0 build, so the CUDA kernels compile with the installed nvcc 13.0),
 # then the extension built in place against it. FUSEDOPT_CPU_ONLY=1 skips the CUDA kernels.
@@ -52,6 +53,12 @@ case "$what" in
   bench)
     # DeepSpeed's CPU Adam/Adagrad/Lion (JIT-built C++ ops) are benchmark peers only, never test deps
     "$PY" -c "import deepspeed" 2>/dev/null || "$PY" -m pip install -q deepspeed || echo "(deepspeed not installed: no DeepSpeed rows)"
+    # timm's Lamb is a peer of bench/bench_cross.py; timm imports torchvision, whose binary must match
+    # torch's version (torch 2.M.P <-> torchvision 0.(M+15).P), so both go in without dependencies
+    if ! "$PY" -c "from timm.optim import Lamb" 2>/dev/null; then
+      tv=$("$PY" -c "import torch; M, P = torch.__version__.split('+')[0].split('.')[1:3]; print(f'0.{int(M) + 15}.{P}')")
+      "$PY" -m pip install -q --no-deps timm "torchvision==$tv" pillow || echo "(timm not installed: no timm LAMB row)"
+    fi
     "$PY" bench/bench_step.py "$@"
     ;;
   test)

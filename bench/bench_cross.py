@@ -1,15 +1,19 @@
 """Benchmark of the cross-tensor rules (reduction engine) against their peers, in one run:
 
   clip_grad_norm_ : fusedopt.clip_grad_norm_ vs torch.nn.utils.clip_grad_norm_ (foreach=True, and False)
-  LAMB            : fusedopt.LAMB vs pytorch_optimizer.Lamb (foreach and per-param loop)
+  LAMB            : fusedopt.LAMB vs pytorch_optimizer.Lamb (foreach and per-param loop) and timm's Lamb
+                    (when timm is installed: `bash run.sh bench` installs it)
   LARS            : fusedopt.LARS vs pytorch_optimizer.LARS
   KOALA-M / -V    : one iteration (predict() + step(loss=, loss_sq_mean=)) of fusedopt.MomentumKOALA /
                     VanillaKOALA vs the same iteration of the authors' classes (a pure-PyTorch
                     transcription of Araachie/koala's koala.py, tests/koala_authors.py)
+  Adafactor       : fusedopt.Adafactor vs transformers' Adafactor (default arguments: relative step)
+  AdafactorTorch  : fusedopt.AdafactorTorch vs torch.optim.Adafactor (foreach and for-loop)
 
 on the workloads of bench_step.py (many_small: 2,000 x 4,096; gpt2s: GPT-2 small). Prints ms per
 call (median of --timed after --warmup) and the ratio best peer / fusedopt. Targets for a quiet
-run: LAMB >= 4x the best CPU peer; clip_grad_norm_ >= 2x torch's foreach on many_small.
+run: LAMB >= 4x the best CPU peer; clip_grad_norm_ >= 2x torch's foreach on many_small; Adafactor
+>= 8x transformers on the CPU, >= 5x on a GPU (--device cuda).
 
   PYTHONPATH=python python bench/bench_cross.py [--workloads many_small,gpt2s] [--quick] [--device cpu]
 
@@ -107,6 +111,13 @@ def main():
     device = torch.device(args.device)
     warmup, timed = (1, 3) if args.quick else (args.warmup, args.timed)
     import pytorch_optimizer as po
+    import transformers.optimization as tfo
+
+    try:
+        from timm.optim import Lamb as TimmLamb
+    except Exception as e:  # noqa: BLE001 - an optional peer
+        TimmLamb = None
+        print(f"(timm not importable: {type(e).__name__}; no timm LAMB row)")
 
     print(f"threads {torch.get_num_threads()}, fusedopt {fusedopt.build_info()['cpu_isa']}, load {bl.load_avg()}")
     for wname in args.workloads.split(","):
@@ -118,7 +129,7 @@ def main():
                 ("fusedopt", lambda ps: fusedopt.LAMB(ps, lr=1e-3)),
                 ("pytorch_optimizer foreach", lambda ps: po.Lamb(ps, lr=1e-3, pre_norm=True, foreach=True)),
                 ("pytorch_optimizer for-loop", lambda ps: po.Lamb(ps, lr=1e-3, pre_norm=True, foreach=False)),
-            ])),
+            ] + ([("timm", lambda ps: TimmLamb(ps, lr=1e-3))] if TimmLamb else []))),
             ("LARS", bench_opt(wl, device, warmup, timed, [
                 ("fusedopt", lambda ps: fusedopt.LARS(ps, lr=1e-3, weight_decay=1e-4)),
                 ("pytorch_optimizer foreach", lambda ps: po.LARS(ps, lr=1e-3, weight_decay=1e-4, foreach=True)),
@@ -126,6 +137,15 @@ def main():
             ])),
             ("KOALA-M", bench_koala(wl, device, warmup, timed, momentum=True)),
             ("KOALA-V", bench_koala(wl, device, warmup, timed, momentum=False)),
+            ("Adafactor", bench_opt(wl, device, warmup, timed, [
+                ("fusedopt", lambda ps: fusedopt.Adafactor(ps)),
+                ("transformers", lambda ps: tfo.Adafactor(ps)),
+            ])),
+            ("AdafactorTorch", bench_opt(wl, device, warmup, timed, [
+                ("fusedopt", lambda ps: fusedopt.AdafactorTorch(ps)),
+                ("torch foreach", lambda ps: torch.optim.Adafactor(ps, foreach=True)),
+                ("torch for-loop", lambda ps: torch.optim.Adafactor(ps, foreach=False)),
+            ])),
         ]
         for title, rows in sections:
             ours = rows[0][1]
