@@ -417,17 +417,7 @@ def test_lamb_8bit_plumbing_min_size_opt_out_state_dict():
     # state_dict: byte-exact round trip, training continues identically
     qs = clone_params(ps)
     fusedopt.register_32bit_state(qs[2])
-    opt2 = fusedopt.LAMB(qs, lr=1e-2, state_bits=8)
-    opt2.load_state_dict(opt.state_dict())
-    for p, q in zip(ps, qs):
-        for k, v in opt.state[p].items():
-            assert opt2.state[q][k].dtype == v.dtype and torch.equal(opt2.state[q][k], v), k
-    _train(opt, ps, 2, 7)
-    _train(opt2, qs, 2, 7)
-    for p, q in zip(ps, qs):
-        assert torch.equal(p, q)
-        for k, v in opt.state[p].items():
-            assert torch.equal(opt2.state[q][k], v), k
+    _check_state_dict_round_trip(opt, ps, fusedopt.LAMB(qs, lr=1e-2, state_bits=8), qs, 2, 7)
     # out to a 32-bit LAMB (dequantized), and a 32-bit state_dict into an 8-bit LAMB (quantized)
     plain = fusedopt.dequantize_state_dict(opt.state_dict())
     assert all(not k.endswith("_absmax") for s in plain["state"].values() for k in s)
@@ -594,23 +584,27 @@ def _train(opt, ps, steps, seed):
         opt.step()
 
 
-def test_state_dict_round_trip_is_byte_exact_and_training_continues_identically():
-    ps = make_params([(5000,), (70, 80), (10,)], seed=1)
-    opt = fusedopt.AdamW(ps, lr=1e-2, state_bits=8)
-    _train(opt, ps, 3, 1)
-    sd = opt.state_dict()
-    qs = clone_params(ps)
-    opt2 = fusedopt.AdamW(qs, lr=1e-2, state_bits=8)
-    opt2.load_state_dict(sd)
+def _check_state_dict_round_trip(opt, ps, opt2, qs, steps, seed):
+    """opt2 (over clones qs of ps) loads opt's state_dict: every state byte-exact, and `steps` more steps
+    of both agree bit for bit."""
+    opt2.load_state_dict(opt.state_dict())
     for p, q in zip(ps, qs):
         for k, v in opt.state[p].items():
             assert opt2.state[q][k].dtype == v.dtype and torch.equal(opt2.state[q][k], v), k
-    _train(opt, ps, 3, 2)
-    _train(opt2, qs, 3, 2)
+    _train(opt, ps, steps, seed)
+    _train(opt2, qs, steps, seed)
     for p, q in zip(ps, qs):
         assert torch.equal(p, q)
         for k, v in opt.state[p].items():
             assert torch.equal(opt2.state[q][k], v), k
+
+
+def test_state_dict_round_trip_is_byte_exact_and_training_continues_identically():
+    ps = make_params([(5000,), (70, 80), (10,)], seed=1)
+    opt = fusedopt.AdamW(ps, lr=1e-2, state_bits=8)
+    _train(opt, ps, 3, 1)
+    qs = clone_params(ps)
+    _check_state_dict_round_trip(opt, ps, fusedopt.AdamW(qs, lr=1e-2, state_bits=8), qs, 3, 2)
 
 
 def test_state_dict_32bit_to_8bit_and_back_and_out_to_torch():
