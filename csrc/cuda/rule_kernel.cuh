@@ -333,20 +333,8 @@ struct RuleStep {
     }
     for (int first = done; first < len; first += kW * int(blockDim.x))
       strided_tile(P, begin, first, len, c, scaled, scale, gsign, acc);
-    if constexpr (KO > 0) {  // fixed-tree block fold of each output; thread 0 writes the chunk's partials
-      __shared__ double sh[kBlockThreads];
-      double* partial = static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO;
-      for (int k = 0; k < KO; ++k) {
-        sh[threadIdx.x] = acc[k];
-        __syncthreads();
-        for (int w = kBlockThreads / 2; w > 0; w /= 2) {
-          if (int(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-          __syncthreads();
-        }
-        if (threadIdx.x == 0) partial[k] = sh[0];
-        __syncthreads();
-      }
-    }
+    if constexpr (KO > 0)  // fixed-tree block fold of each output (q8_kernel.cuh); thread 0 writes the chunk's partials
+      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO);
   }
 };
 
@@ -426,45 +414,51 @@ static __global__ void red_out_kernel(const __grid_constant__ RedOutArgs a) {
   }
 }
 
+// The element pass Fn (RuleStep or Q8RuleStep) of a rule with per-tensor outputs: its metadata's
+// red_out list points at each tensor's first chunk partial in the fp64 workspace; then red_out_kernel
+// folds each tensor's partials in order into red_out.
+template <class Rule, class Fn>
+void run_red_out(const Launch& L, const char* what) {
+  static_assert(Fn::KO > 0, "for rules with per-tensor outputs");
+  if (L.ntensors <= 0) return;
+  if (L.red_workspace == nullptr)
+    throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": missing the reduction workspace");
+  // the metadata's red_out list points at each tensor's first chunk partial
+  std::vector<TensorPtrs> tps(L.tensors, L.tensors + L.ntensors);
+  std::vector<int64_t> base(size_t(L.ntensors));
+  int64_t b = 0;
+  for (int64_t t = 0; t < L.ntensors; ++t) {
+    base[size_t(t)] = b;
+    tps[size_t(t)].red_out = reinterpret_cast<float*>(L.red_workspace + b * Fn::KO);
+    b += num_chunks(L.tensors[t].numel);
+  }
+  Launch L2 = L;
+  L2.tensors = tps.data();
+  if constexpr (!NoStepBump<Rule>) bump_steps(L, what);
+  multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L2, Fn::from(L2), what);
+  cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
+  RedOutArgs a;
+  a.partials = L.red_workspace;
+  a.found_inf = L.found_inf;
+  a.k = Fn::KO;
+  for (int64_t t0 = 0; t0 < L.ntensors; t0 += kRedOutPerLaunch) {
+    const int64_t left = L.ntensors - t0;
+    a.n = int(left < kRedOutPerLaunch ? left : kRedOutPerLaunch);
+    for (int i = 0; i < a.n; ++i) {
+      a.out[i] = L.tensors[t0 + i].red_out;
+      a.base[i] = base[size_t(t0 + i)];
+      a.nchunks[i] = num_chunks(L.tensors[t0 + i].numel);
+    }
+    red_out_kernel<<<1, kRedOutPerLaunch, 0, stream>>>(a);
+    check_launch(what, "per-tensor output kernel launch");
+  }
+}
+
 // ---- dispatch: param storage x state storage x variant, as dispatch<Rule> of the CPU engine -----
 template <class Rule, int V, class PP, class SP>
 void run(const Launch& L, const char* what) {
   using Fn = RuleStep<Rule, V, PP, SP>;
-  if constexpr (Fn::KO > 0) {
-    if (L.ntensors <= 0) return;
-    if (L.red_workspace == nullptr)
-      throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": missing the reduction workspace");
-    // the metadata's red_out list points at each tensor's first chunk partial
-    std::vector<TensorPtrs> tps(L.tensors, L.tensors + L.ntensors);
-    std::vector<int64_t> base(size_t(L.ntensors));
-    int64_t b = 0;
-    for (int64_t t = 0; t < L.ntensors; ++t) {
-      base[size_t(t)] = b;
-      tps[size_t(t)].red_out = reinterpret_cast<float*>(L.red_workspace + b * Fn::KO);
-      b += num_chunks(L.tensors[t].numel);
-    }
-    Launch L2 = L;
-    L2.tensors = tps.data();
-    if constexpr (!NoStepBump<Rule>) bump_steps(L, what);
-    multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L2, Fn::from(L2), what);
-    cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
-    RedOutArgs a;
-    a.partials = L.red_workspace;
-    a.found_inf = L.found_inf;
-    a.k = Fn::KO;
-    for (int64_t t0 = 0; t0 < L.ntensors; t0 += kRedOutPerLaunch) {
-      const int64_t left = L.ntensors - t0;
-      a.n = int(left < kRedOutPerLaunch ? left : kRedOutPerLaunch);
-      for (int i = 0; i < a.n; ++i) {
-        a.out[i] = L.tensors[t0 + i].red_out;
-        a.base[i] = base[size_t(t0 + i)];
-        a.nchunks[i] = num_chunks(L.tensors[t0 + i].numel);
-      }
-      red_out_kernel<<<1, kRedOutPerLaunch, 0, stream>>>(a);
-      check_launch(what, "per-tensor output kernel launch");
-    }
-    return;
-  }
+  if constexpr (Fn::KO > 0) return run_red_out<Rule, Fn>(L, what);
   if (L.nstates < Fn::K)
     throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": variant " + std::to_string(V) +
                                 " needs " + std::to_string(Fn::K) + " state lists, got " +
@@ -492,8 +486,9 @@ void run_q8(const Launch& L, const char* what) {
   if (L.nstates < Fn::K)
     throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": variant " + std::to_string(V) +
                              " needs " + std::to_string(Fn::K) + " state lists, got " + std::to_string(L.nstates));
+  if constexpr (Fn::KO > 0) return run_red_out<Rule, Fn>(L, what);  // LAMB's first pass
   if (L.ntensors <= 0) return;
-  bump_steps(L, what);
+  if constexpr (!NoStepBump<Rule>) bump_steps(L, what);  // a later pass (LAMB's second) reads the bumped step
   advance_aux<Rule>(L, what);
   multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L, Fn::from(L), what);
 }
@@ -514,8 +509,8 @@ void run_variant_q8(const Launch& L, int v, const char* what) {
 template <class Rule, class PP>
 void run_state(const Launch& L, int v, const char* what) {
   if (L.state_dt == Dt::U8) {
-    // not for wrapper rules (Lookahead sync, averaging) nor passes with per-tensor outputs (LAMB's first)
-    if constexpr (kQ8Param<PP> && reads_grad<Rule>() && red_out_count<Rule>() == 0) {
+    // not for wrapper rules (Lookahead sync, averaging), which read no grad
+    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {
       return run_variant_q8<Rule, PP>(L, v, what);
     } else {
       throw std::runtime_error(std::string("fusedopt CUDA ") + what +

@@ -359,8 +359,6 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
               ": state_absmax was given but the states are not uint8 8-bit codes");
   if (q8) {
     TORCH_CHECK(rule.reads_grad, "fusedopt.", op, ": 8-bit states are for update rules; this op keeps float states");
-    TORCH_CHECK(rule.red_out == 0, "fusedopt.", op,
-                ": 8-bit states are not supported by a pass that writes per-tensor sums (LAMB keeps 32-bit states)");
     const int64_t B = a.block_size;
     TORCH_CHECK(B >= kQ8Tile && B <= kQ8MaxBlock && (B & (B - 1)) == 0, "fusedopt.", op, ": block_size ", B,
                 " is not supported for 8-bit states (one of 256, 512, 1024, 2048, 4096: a power-of-two multiple "

@@ -159,12 +159,13 @@ class FusedOptimizer(Optimizer):
         return 0.0
 
     # -- options ------------------------------------------------------------------------
-    _supports_8bit = True  # False: a rule whose passes cannot keep 8-bit states (LAMB)
+    _supports_8bit = True  # False: a rule whose passes cannot keep 8-bit states (KOALA) ...
+    _no_8bit_reason = ""   # ... and why, for the error
 
     def _check_8bit_supported(self, state_bits):
         if state_bits == 8 and not self._supports_8bit:
-            raise ValueError(f"fusedopt.{type(self).__name__} does not support state_bits=8 (its first pass writes "
-                             "per-tensor sums, which the 8-bit tile walk does not); use state_bits=32 or 16")
+            raise ValueError(f"fusedopt.{type(self).__name__} does not support state_bits=8 ({self._no_8bit_reason}); "
+                             "use state_bits=32 or 16")
 
     @staticmethod
     def _check_state_options(state_dtype, param_rounding, state_bits=32, min_8bit_size=4096, block_size=256):

@@ -91,7 +91,9 @@ def _as_scalar(x, name: str, dev: torch.device) -> Tensor:
 class _KOALABase(FusedOptimizer):
     _rule = "koala"
     _momentum = False
-    _supports_8bit = False  # the norms pass writes per-tensor sums (as LAMB's first pass)
+    _supports_8bit = False
+    _no_8bit_reason = ("its predict pass reads no grad, and the 8-bit tile walk is for update rules that read "
+                       "one")
 
     def __init__(self, params, lr, weight_decay, *, foreach, fused, capturable, differentiable, state_dtype,
                  param_rounding, state_bits, min_8bit_size, block_size):

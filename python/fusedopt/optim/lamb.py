@@ -30,6 +30,13 @@ class LAMB(FusedOptimizer):
     States ``exp_avg``, ``exp_avg_sq``; ``u`` is never stored and ``p.grad`` is not modified
     (apex writes ``u`` into the grad buffer).
 
+    ``state_bits=8`` keeps both states as block-wise 8-bit codes (``exp_avg`` signed map,
+    ``exp_avg_sq`` unsigned), as the other rules (ALGORITHMS.md §19): pass (1) decodes them, sums
+    ``p^2`` and ``u^2`` and stores nothing (the codes and absmax stay bit for bit); pass (2)
+    decodes the same codes, so it recomputes bitwise the same ``m``, ``v`` and ``u``, and
+    requantizes ``m`` and ``v``. An element whose grad is not finite keeps its param and states
+    and adds nothing to the sums.
+
     Deviations from apex: ``max_grad_norm <= 0`` turns clipping off (apex would divide by zero);
     the step counter is per param (apex: per group, the same unless a param skips steps);
     ``amsgrad=True`` is refused (as apex); ``maximize`` is added.
@@ -38,7 +45,6 @@ class LAMB(FusedOptimizer):
     _passes = ("lamb2",)
     _red_out = 2
     _global_in = True
-    _supports_8bit = False  # pass 1 writes per-tensor sums: not combined with the 8-bit tile walk
 
     def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
                  amsgrad=False, adam_w_mode=True, grad_averaging=True, set_grad_none=True, max_grad_norm=1.0,
