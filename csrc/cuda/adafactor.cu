@@ -222,6 +222,19 @@ struct PassArgs {
   float gsign;
 };
 
+// The end of one element's work: pass 3 (kApply) writes p (and exp_avg), pass 2 adds u^2 to acc.
+template <bool kTorch, bool kApply, bool kBeta1, class PP>
+__device__ __forceinline__ void af_finish(const PP& pp, float* m, int64_t i, float u, const AfElemCtx<float>& c,
+                                          double& acc) {
+  if constexpr (kApply) {
+    float mv = kBeta1 ? m[i] : 0.0f;
+    pp.store(i, af_apply<kTorch, kBeta1>(pp.load(i), u, &mv, c));
+    if constexpr (kBeta1) m[i] = mv;
+  } else {
+    acc += double(u) * double(u);
+  }
+}
+
 template <bool kTorch, bool kApply, bool kBeta1, class PP>
 __global__ void __launch_bounds__(kAfThreads)
     pass_kernel(const __grid_constant__ PieceMeta m, const PassArgs q) {
@@ -247,13 +260,7 @@ __global__ void __launch_bounds__(kAfThreads)
       const int64_t i = base + li;
       const float g = gp.load(i) * q.gsign;
       const float u = af_factored_u<kTorch>(g, rf[b * Rn + r0 + lr], cf[j], rd, c.floor);
-      if constexpr (kApply) {
-        float mv = kBeta1 ? s.m[i] : 0.0f;
-        pp.store(i, af_apply<kTorch, kBeta1>(pp.load(i), u, &mv, c));
-        if constexpr (kBeta1) s.m[i] = mv;
-      } else {
-        acc += double(u) * double(u);
-      }
+      af_finish<kTorch, kApply, kBeta1>(pp, s.m, i, u, c, acc);
     }
   } else {
     const int64_t begin = piece * kChunk;
@@ -270,13 +277,7 @@ __global__ void __launch_bounds__(kAfThreads)
         s.v[i] = v;
       }
       const float u = af_var_u<kTorch>(v, g, c);
-      if constexpr (kApply) {
-        float mv = kBeta1 ? s.m[i] : 0.0f;
-        pp.store(i, af_apply<kTorch, kBeta1>(pp.load(i), u, &mv, c));
-        if constexpr (kBeta1) s.m[i] = mv;
-      } else {
-        acc += double(u) * double(u);
-      }
+      af_finish<kTorch, kApply, kBeta1>(pp, s.m, i, u, c, acc);
     }
   }
   if constexpr (!kApply) {
