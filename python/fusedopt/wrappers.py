@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ._ops import op
+from .optim.base import HookedLoad
 
 __all__ = ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 
@@ -39,7 +40,7 @@ def _slow_dtype(p: Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
-class _Wrapper(Optimizer):
+class _Wrapper(HookedLoad, Optimizer):
     """Shared plumbing of the wrappers (not public)."""
 
     _rule = ""
@@ -143,7 +144,7 @@ class _Wrapper(Optimizer):
         sd[self._state_key] = {"state": own, "settings": self._settings()}
         return sd
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def _load_state(self, state_dict: dict) -> None:
         """Loads a state_dict of this wrapper (inner state + slow weights / averages + counters), or a
         plain state_dict of the inner optimizer (the wrapper's state then starts afresh at the next
         step). Tensors are copied onto each param's device in the wrapper's dtypes."""

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import _ops  # noqa: F401  (registers torch.ops.fusedopt.adafactor_)
+from .base import HookedLoad
 
 AF_RELATIVE_STEP = 1 << 0
 AF_SCALE_PARAMETER = 1 << 1
@@ -39,7 +40,7 @@ def _num(name: str, v, lo: float = 0.0, lo_open: bool = False, hi: Optional[floa
     return x
 
 
-class _AdafactorBase(Optimizer):
+class _AdafactorBase(HookedLoad, Optimizer):
     _torch_semantics = False
     _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf to step()
     _row_key, _col_key, _var_key = "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"
@@ -132,14 +133,20 @@ class _AdafactorBase(Optimizer):
                                               hyper=hyper, flags=flags, found_inf=fi)
         return loss
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # an older state_dict may lack keys added since (e.g. foreach)
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+    def _load_state(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict of this class or of the reference implementation (transformers /
         torch.optim): python-number `step` and `RMS` become float32 tensors, factored and
         unfactored statistics stay float32 (float64 for float64 params) instead of being cast
         to the param dtype."""
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
-        super().load_state_dict(state_dict)
+        super()._load_state(state_dict)
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         for pid, p in zip(ids, params):
@@ -166,7 +173,7 @@ class Adafactor(_AdafactorBase):
     def __init__(self, params, lr: Optional[float] = None, eps=(1e-30, 1e-3), clip_threshold: float = 1.0,
                  decay_rate: float = -0.8, beta1: Optional[float] = None, weight_decay: float = 0.0,
                  scale_parameter: bool = True, relative_step: bool = True, warmup_init: bool = False, *,
-                 maximize: bool = False):
+                 maximize: bool = False, capturable: bool = False):
         if lr is not None and relative_step:
             raise ValueError(f"Adafactor: lr={lr} was given with relative_step=True, which computes its own "
                              "step size and would ignore lr; pass relative_step=False to use lr (e.g. lr=1e-3, "
@@ -190,7 +197,7 @@ class Adafactor(_AdafactorBase):
         _num("weight_decay", weight_decay)
         defaults = dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold, decay_rate=decay_rate, beta1=beta1,
                         weight_decay=weight_decay, scale_parameter=scale_parameter, relative_step=relative_step,
-                        warmup_init=warmup_init, maximize=maximize)
+                        warmup_init=warmup_init, maximize=maximize, capturable=capturable)
         super().__init__(params, defaults)
 
     def _init_extra(self, p, st, group):
@@ -238,7 +245,8 @@ class AdafactorTorch(_AdafactorBase):
     _row_key, _col_key, _var_key = "row_var", "col_var", "variance"
 
     def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8, eps=(None, 1e-3), d: float = 1.0,
-                 weight_decay: float = 0.0, *, foreach: Optional[bool] = None, maximize: bool = False):
+                 weight_decay: float = 0.0, *, foreach: Optional[bool] = None, maximize: bool = False,
+                 capturable: bool = False):
         _num("lr", lr)
         if isinstance(beta2_decay, Tensor) or not float(beta2_decay) <= 0.0:
             raise ValueError(f"Invalid beta2_decay: {beta2_decay} (must be <= 0)")
@@ -250,7 +258,7 @@ class AdafactorTorch(_AdafactorBase):
         _num("d", d, 1.0)
         _num("weight_decay", weight_decay)
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, capturable=capturable)
         super().__init__(params, defaults)
 
     def _row_shape(self, p):

@@ -26,6 +26,7 @@ add_param_group.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Iterable, Optional
 
 import torch
@@ -60,6 +61,16 @@ _STATE_BITS = (8, 16, 32)
 _Q8_BLOCKS = (256, 512, 1024, 2048, 4096)
 _STORAGE_KEYS = ("state_bits", "min_8bit_size", "block_size")  # power-of-two multiples of the kernels' 256-element tile
 
+# The storage options every fusedopt optimizer takes as keywords (declared here once; a class's signature
+# lists its own arguments and passes **options on), with their defaults:
+#   state_dtype     None (float32 states) or torch.bfloat16
+#   param_rounding  "nearest"; for bfloat16 params also "stochastic" or "kahan" (a bf16 compensation state)
+#   state_bits      32, 16 (bfloat16 states) or 8 (block-wise 8-bit states)
+#   min_8bit_size   params with fewer elements keep 32-bit states when state_bits=8
+#   block_size      elements per 8-bit block (256 ... 4096, powers of two)
+# `capturable` is accepted by every class too (every step is CUDA-graph capturable).
+STORAGE_OPTIONS = dict(state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256)
+
 
 def _check_scalar(name: str, value, lo: float = 0.0, hi: Optional[float] = None, hi_open: bool = True):
     if isinstance(value, Tensor):
@@ -81,7 +92,35 @@ def check_betas(betas, n: int = 2):
         _check_scalar(f"beta parameter at index {i}", b, 0.0, 1.0)
 
 
-class FusedOptimizer(Optimizer):
+class HookedLoad:
+    """A load_state_dict whose post-hooks see the states as the optimizer keeps them.
+
+    torch.optim's load_state_dict runs the post-hooks at its end, before a subclass converts what it
+    loaded (dtypes, 8-bit codes, steps); whatever a hook changed would then be overwritten. Here the
+    pre-hooks run first (they may replace the state_dict), then the class's whole conversion
+    (`_load_state`), then the post-hooks.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            out = hook(self, state_dict)
+            if out is not None:
+                state_dict = out
+        pre, post = self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        try:
+            self._load_state(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = pre, post
+        for hook in post.values():
+            hook(self)
+
+    def _load_state(self, state_dict: dict[str, Any]) -> None:
+        Optimizer.load_state_dict(self, state_dict)
+
+
+class FusedOptimizer(HookedLoad, Optimizer):
     """Base of every fused per-element optimizer (see module docstring)."""
 
     _rule: str = ""  # op name in fusedopt._ops.RULES
@@ -94,9 +133,14 @@ class FusedOptimizer(Optimizer):
     reduce_hook = None
 
     def __init__(self, params, defaults: dict, *, foreach=None, fused=None, capturable: bool = False,
-                 differentiable: bool = False, state_dtype=None, param_rounding: str = "nearest",
-                 state_bits: int = 32, min_8bit_size: int = 4096, block_size: int = 256):
+                 differentiable: bool = False, **options):
         name = type(self).__name__
+        unknown = sorted(set(options) - set(STORAGE_OPTIONS))
+        if unknown:
+            raise TypeError(f"{name}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        opts = {**STORAGE_OPTIONS, **options}
+        state_dtype, param_rounding, state_bits = opts["state_dtype"], opts["param_rounding"], opts["state_bits"]
+        min_8bit_size, block_size = opts["min_8bit_size"], opts["block_size"]
         if fused is False:
             raise ValueError(f"fusedopt.{name} is always fused; fused=False asks for torch.optim.{name} instead")
         if differentiable:
@@ -441,19 +485,20 @@ class FusedOptimizer(Optimizer):
         return out
 
     # -- state_dict ---------------------------------------------------------------------
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state_dict of this class or of the torch.optim equivalent.
+    def _load_state(self, state_dict: dict[str, Any]) -> None:
+        """Load a state_dict of this class or of the torch.optim equivalent (load_state_dict).
 
         Unlike torch.optim, states are not cast to the param dtype: each lands in the dtype
         this optimizer keeps it in (float32 by default, bfloat16 if state_dtype says so,
-        float64 for float64 params), and `step` becomes a float32 tensor on the param's device.
+        float64 for float64 params), and `step` (a tensor, or a Python number as older
+        torch.optim state_dicts keep it) becomes a float32 tensor on the param's device.
         """
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
         # state storage (state_bits, min_8bit_size, block_size) stays this optimizer's choice; the
         # saved states are converted to it below (saved codes are read with the saved block size)
         storage = [{k: g[k] for k in _STORAGE_KEYS if k in g} for g in self.param_groups]
-        super().load_state_dict(state_dict)
+        super()._load_state(state_dict)
         self._plans = {}
         saved_block = {}
         for g, own, sg in zip(self.param_groups, storage, saved_groups):
@@ -481,6 +526,8 @@ class FusedOptimizer(Optimizer):
             for key in [k for k in st if k in slot_keys or k.endswith(ABSMAX_SUFFIX)]:
                 del st[key]  # super() put the saved (possibly cast) tensors here
             for key, v in saved.items():
+                if (key == "step" or key in scalar_keys) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    v = torch.tensor(float(v))  # torch.optim's older format: a Python number
                 if not isinstance(v, Tensor) or key.endswith(ABSMAX_SUFFIX):
                     continue
                 # copy=True: the optimizer must never alias (and later mutate) the caller's tensors

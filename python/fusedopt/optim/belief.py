@@ -26,8 +26,7 @@ _FUSED_DOC = """
 
 class _BeliefBase(FusedOptimizer):
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
-                 degenerated_to_sgd, extra, foreach, maximize, capturable, differentiable, fused, state_dtype,
-                 param_rounding, state_bits=32, min_8bit_size=4096, block_size=256):
+                 degenerated_to_sgd, extra, foreach, maximize, capturable, differentiable, fused, options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -38,8 +37,7 @@ class _BeliefBase(FusedOptimizer):
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
                         **extra)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (True, True, bool(group["amsgrad"]))
@@ -75,11 +73,9 @@ class AdaBelief(_BeliefBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, amsgrad=False,
                  weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True,
                  print_change_log=True, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
-                         degenerated_to_sgd, {}, foreach, maximize, capturable, differentiable, fused, state_dtype,
-                         param_rounding, state_bits, min_8bit_size, block_size)
+                         degenerated_to_sgd, {}, foreach, maximize, capturable, differentiable, fused, options)
 
 
 class ACProp(_BeliefBase):
@@ -106,9 +102,7 @@ class ACProp(_BeliefBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, amsgrad=False,
                  weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True,
                  momentum_update=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
                          degenerated_to_sgd, dict(momentum_update=bool(momentum_update)), foreach, maximize,
-                         capturable, differentiable, fused, state_dtype, param_rounding, state_bits,
-                         min_8bit_size, block_size)
+                         capturable, differentiable, fused, options)

@@ -95,14 +95,12 @@ class _KOALABase(FusedOptimizer):
     _no_8bit_reason = ("its predict pass reads no grad, and the 8-bit tile walk is for update rules that read "
                        "one")
 
-    def __init__(self, params, lr, weight_decay, *, foreach, fused, capturable, differentiable, state_dtype,
-                 param_rounding, state_bits, min_8bit_size, block_size):
+    def __init__(self, params, lr, weight_decay, *, foreach, fused, capturable, differentiable, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("weight_decay value", weight_decay)
         defaults = dict(lr=lr, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
         self._predicted = False
         self.state[_GLOBAL] = self._initial_global(self._global_device())
 
@@ -254,10 +252,10 @@ class _KOALABase(FusedOptimizer):
         self._predicted = False
 
     # -- state_dict ---------------------------------------------------------------------------
-    def load_state_dict(self, state_dict) -> None:
-        """As FusedOptimizer.load_state_dict, plus the global scalars (copied, float64, onto the
-        first param's device). A state_dict without them (another optimizer's) starts them afresh."""
-        super().load_state_dict(state_dict)
+    def _load_state(self, state_dict) -> None:
+        """As FusedOptimizer's, plus the global scalars (copied, float64, onto the first param's
+        device). A state_dict without them (another optimizer's) starts them afresh."""
+        super()._load_state(state_dict)
         saved = self.state.get(_GLOBAL)
         dev = self._global_device()
         fresh = self._initial_global(dev)
@@ -291,8 +289,7 @@ class VanillaKOALA(_KOALABase):
     _momentum = False
 
     def __init__(self, params, sigma=1.0, q=1.0, r=None, alpha_r=0.9, weight_decay=0.0, lr=1.0, *, foreach=None,
-                 fused=None, capturable=False, differentiable=False, state_dtype=None, param_rounding="nearest",
-                 state_bits=32, min_8bit_size=4096, block_size=256):
+                 fused=None, capturable=False, differentiable=False, **options):
         _check_scalar("sigma", sigma)
         _check_scalar("q", q)
         if r is not None:
@@ -300,8 +297,7 @@ class VanillaKOALA(_KOALABase):
         _check_scalar("alpha_r", alpha_r, 0.0, 1.0, hi_open=False)
         self.sigma, self.q, self.r, self.alpha_r = float(sigma), float(q), None if r is None else float(r), float(alpha_r)
         super().__init__(params, lr, weight_decay, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _initial_global(self, dev) -> dict:
         f64 = dict(dtype=torch.float64, device=dev)
@@ -333,7 +329,7 @@ class MomentumKOALA(_KOALABase):
 
     def __init__(self, params, sw=1e-1, sc=0.0, sv=1e-1, a=0.9, qw=1e-2, qv=1e-2, r=None, alpha_r=0.9,
                  weight_decay=0.0, lr=1.0, *, foreach=None, fused=None, capturable=False, differentiable=False,
-                 state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256):
+                 **options):
         _check_scalar("sw", sw)
         _check_scalar("sv", sv)
         if not math.isfinite(float(sc)):
@@ -349,8 +345,7 @@ class MomentumKOALA(_KOALABase):
         self.r, self.alpha_r = None if r is None else float(r), float(alpha_r)
         self._F = {}
         super().__init__(params, lr, weight_decay, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _initial_global(self, dev) -> dict:
         f64 = dict(dtype=torch.float64, device=dev)

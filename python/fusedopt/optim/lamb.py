@@ -49,8 +49,7 @@ class LAMB(FusedOptimizer):
     def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
                  amsgrad=False, adam_w_mode=True, grad_averaging=True, set_grad_none=True, max_grad_norm=1.0,
                  use_nvlamb=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         if amsgrad:
             raise RuntimeError("fusedopt.LAMB does not support the AMSGrad variant (as apex FusedLAMB).")
         _check_scalar("learning rate", lr)
@@ -63,8 +62,7 @@ class LAMB(FusedOptimizer):
                         max_grad_norm=max_grad_norm, use_nvlamb=bool(use_nvlamb), maximize=maximize)
         self.set_grad_none = set_grad_none
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def zero_grad(self, set_to_none: Optional[bool] = None):
         super().zero_grad(self.set_grad_none if set_to_none is None else set_to_none)
@@ -112,7 +110,7 @@ class LARS(FusedOptimizer):
     def __init__(self, params, lr=1e-3, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8,
                  nesterov=False, trust_clip=False, exclude_fn: Optional[Callable[[Tensor], bool]] = _exclude_1d, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-                 state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256):
+                 **options):
         _check_scalar("learning rate", lr)
         _check_scalar("momentum value", momentum, 0.0, 1.0)
         _check_scalar("weight_decay value", weight_decay)
@@ -124,8 +122,7 @@ class LARS(FusedOptimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                         eps=eps, nesterov=bool(nesterov), trust_clip=bool(trust_clip), maximize=maximize)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (float(group["momentum"]) > 0,)

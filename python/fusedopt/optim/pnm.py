@@ -51,9 +51,7 @@ class PNM(FusedOptimizer):
     _rule = "pnm"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 1.0), weight_decay=0, decoupled=True, *, foreach=None,
-                 maximize=False, capturable=False, differentiable=False, fused=None, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 maximize=False, capturable=False, differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("weight_decay value", weight_decay)
         _check_betas_ranges(betas, [_UNIT, _NONNEG])
@@ -61,8 +59,7 @@ class PNM(FusedOptimizer):
                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
                         fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b0 = group["betas"]
@@ -89,8 +86,7 @@ class AdaPNM(FusedOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 1.0), eps=1e-8, weight_decay=0.0, amsgrad=True,
                  decoupled=True, *, foreach=None, maximize=False, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -99,8 +95,7 @@ class AdaPNM(FusedOptimizer):
                         decoupled=bool(decoupled), maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (True, True, True, bool(group["amsgrad"]))
@@ -147,8 +142,7 @@ class Adan(FusedOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, max_grad_norm=0.0,
                  no_prox=False, foreach=None, fused=None, *, maximize=False, capturable=False,
-                 differentiable=False, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 differentiable=False, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -158,8 +152,7 @@ class Adan(FusedOptimizer):
                         no_prox=bool(no_prox), foreach=foreach, fused=fused, maximize=maximize,
                         capturable=capturable, differentiable=differentiable)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b2, b3 = group["betas"]
@@ -185,8 +178,7 @@ class Lion(FusedOptimizer):
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("weight_decay value", weight_decay)
         _check_betas_ranges(betas, [_UNIT, _UNIT])
@@ -196,8 +188,7 @@ class Lion(FusedOptimizer):
                         decoupled_weight_decay=bool(decoupled_weight_decay), maximize=maximize, foreach=foreach,
                         capturable=capturable, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
