@@ -65,6 +65,7 @@ FO_DEV void block_fold_partials(const double* acc, double* partial) {
 
 template <class Rule, int V, class PP>
 struct Q8RuleStep {
+  static constexpr int kMinBlocks = 1;  // the tile walk keeps a block's states in registers (up to 128)
   static constexpr int K = Rule::num_states(V);
   static_assert(K > 0, "8-bit states need a variant with state");
   static_assert(reads_grad<Rule>(), "8-bit states are for update rules (they read a grad)");
@@ -274,11 +275,5 @@ struct Q8RuleStep {
       block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO);
   }
 };
-
-// 8-bit states go with plain fp32 / fp16 / bf16 params only (the glue refuses the other modes).
-template <class PP> constexpr bool kQ8Param = false;
-template <> inline constexpr bool kQ8Param<F32Store<float>> = true;
-template <> inline constexpr bool kQ8Param<F16Store<float>> = true;
-template <> inline constexpr bool kQ8Param<BF16Store<float>> = true;
 
 }  // namespace fusedopt::cuda

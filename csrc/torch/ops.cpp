@@ -65,9 +65,10 @@ const RuleInfo kRules[] = {
     FO_ELEMENTWISE_RULES(FO_RULE_INFO)
 #undef FO_RULE_INFO
 };
+static_assert(sizeof(kRules) / sizeof(kRules[0]) == kNumRules, "one RuleInfo per rule, in table order");
 
 // Names of the rule table's state string, in order; the '+' mark (non-negative state: unsigned
-// 8-bit map) is stripped here and read by unsigned_lists().
+// 8-bit map) is stripped unless keep_marks.
 std::vector<std::string> split_names(const char* s, bool keep_marks = false) {
   std::vector<std::string> out;
   std::string cur;
@@ -88,16 +89,34 @@ std::vector<std::string> split_names(const char* s, bool keep_marks = false) {
   return out;
 }
 
-// Bit k set: element-state list k is non-negative (unsigned 8-bit map).
-unsigned unsigned_lists(const RuleInfo& r) {
-  unsigned m = 0;
-  int k = 0;
-  for (const auto& n : split_names(r.states, true)) {
-    if (n[0] == '@') continue;
-    if (n[0] == '+') m |= 1u << k;
-    ++k;
-  }
-  return m;
+// What the glue needs of a rule's state string, parsed once (not per call).
+struct Parsed {
+  std::vector<std::string> names;  // element-state and '@' names in table order, '+' stripped
+  int num_element = 0, num_scalar = 0;
+  unsigned unsigned_lists = 0;     // bit k: element-state list k is non-negative (unsigned 8-bit map)
+};
+
+const Parsed& parsed(const RuleInfo& r) {
+  static const std::vector<Parsed> table = [] {
+    std::vector<Parsed> t;
+    for (const RuleInfo& ri : kRules) {
+      Parsed p;
+      p.names = split_names(ri.states);
+      int k = 0;
+      for (const auto& n : split_names(ri.states, true)) {
+        if (n[0] == '@') {
+          ++p.num_scalar;
+          continue;
+        }
+        if (n[0] == '+') p.unsigned_lists |= 1u << k;
+        ++k;
+      }
+      p.num_element = k;
+      t.push_back(std::move(p));
+    }
+    return t;
+  }();
+  return table[size_t(&r - kRules)];
 }
 
 std::string schema_of(const RuleInfo& r) {
@@ -121,15 +140,6 @@ std::string schema_of(const RuleInfo& r) {
   if (r.red_out) s << ", Tensor(z!)? tensor_out=None";
   s << ") -> ()";
   return s.str();
-}
-
-const RuleInfo& rule_of(const c10::OperatorHandle& op) {
-  const std::string& full = op.schema().name();  // "fusedopt::adam_"
-  const size_t b = full.find("::") + 2;
-  const std::string name = full.substr(b, full.size() - b - 1);
-  for (const auto& r : kRules)
-    if (name == r.op) return r;
-  TORCH_CHECK(false, "fusedopt: no rule behind op ", full);
 }
 
 Dt dt_of(at::ScalarType s) {
@@ -161,11 +171,7 @@ std::optional<at::Tensor> opt_tensor(const c10::IValue& v) {
   return v.toTensor();
 }
 
-int count_states(const RuleInfo& r, bool scalar) {
-  int n = 0;
-  for (const auto& name : split_names(r.states)) n += (name[0] == '@') == scalar;
-  return n;
-}
+int count_states(const RuleInfo& r, bool scalar) { return scalar ? parsed(r).num_scalar : parsed(r).num_element; }
 
 Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   const int ns = count_states(r, false);
@@ -217,7 +223,7 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
               rule.num_variants);
   const int need = rule.num_states(variant);
   const unsigned mask = rule.slot_mask(variant);
-  const std::vector<std::string> names = split_names(rule.states);
+  const std::vector<std::string>& names = parsed(rule).names;
   int used = 0;
   std::vector<int> lists;  // the state lists this variant uses, packed into engine slots 0..need-1
   for (int k = 0; k < ns; ++k) {
@@ -400,7 +406,7 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
               ": stochastic rounding / Kahan compensation apply to bfloat16 params only (params are ", pdt, ")");
   L.step_f64 = a.steps[0].scalar_type() == at::kDouble;
   if (q8) {
-    const unsigned uns = unsigned_lists(rule);
+    const unsigned uns = parsed(rule).unsigned_lists;
     L.q8_block = int(a.block_size);
     for (int j = 0; j < used; ++j)
       if (!(uns & (1u << lists[size_t(j)]))) L.q8_signed_slots |= 1u << j;
@@ -415,8 +421,8 @@ void check_scalar(const char* op, const char* what, const at::Tensor& t, const c
               device);
 }
 
-void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
-  const RuleInfo& r = rule_of(oph);
+void cpu_kernel(int rule, torch::jit::Stack* stack) {
+  const RuleInfo& r = kRules[rule];
   Args a = unpack(r, stack);
   Launch L{};
   std::vector<TensorPtrs> ptrs = check_and_pack(r, a, L, c10::DeviceType::CPU);
@@ -439,14 +445,14 @@ void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
   }
   L.nthreads = at::get_num_threads();
   L.q8_books = cpu::q8_books();
-  cpu::Kernel k = cpu::kernel(r.op);
+  cpu::Kernel k = cpu::kernel_at(rule);
   TORCH_CHECK(k, "fusedopt: no CPU kernel for ", r.op);
   k(L);
 }
 
 #ifdef FUSEDOPT_WITH_CUDA
-void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
-  const RuleInfo& r = rule_of(oph);
+void cuda_kernel(int rule, torch::jit::Stack* stack) {
+  const RuleInfo& r = kRules[rule];
   Args a = unpack(r, stack);
   Launch L{};
   std::vector<TensorPtrs> ptrs = check_and_pack(r, a, L, c10::DeviceType::CUDA);
@@ -481,11 +487,31 @@ void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
     red_ws = at::empty({nchunks * r.red_out + 1}, a.params[0].options().dtype(at::kDouble));
     L.red_workspace = red_ws.mutable_data_ptr<double>();
   }
-  cuda::Kernel k = cuda::kernel(r.op);
+  cuda::Kernel k = cuda::kernel_at(rule);
   TORCH_CHECK(k, "fusedopt: no CUDA kernel for ", r.op);
   k(L);
 }
 #endif
+
+// The boxed kernel of one rule's op on one backend: the rule is resolved at registration (its number
+// in the rule table is kept here), so a call does no name lookup.
+struct RuleKernel final : c10::OperatorKernel {
+  int rule;
+  bool cuda;
+  RuleKernel(int r, bool c) : rule(r), cuda(c) {}
+  void operator()(const c10::OperatorHandle&, c10::DispatchKeySet, torch::jit::Stack* stack) {
+#ifdef FUSEDOPT_WITH_CUDA
+    if (cuda) return cuda_kernel(rule, stack);
+#endif
+    cpu_kernel(rule, stack);
+  }
+};
+
+void register_rules(torch::Library& m, bool cuda) {
+  for (int r = 0; r < kNumRules; ++r)
+    m.impl((std::string(kRules[r].op) + "_").c_str(),
+           torch::CppFunction::makeFromBoxedFunctor(std::make_unique<RuleKernel>(r, cuda)));
+}
 
 // ---- standalone block-wise 8-bit codec (core/q8.h) -------------------------------------------------
 void check_codec_args(const char* fn, int64_t block_size) {
@@ -572,27 +598,23 @@ TORCH_LIBRARY(fusedopt, m) {
 TORCH_LIBRARY_IMPL(fusedopt, CPU, m) {
   m.impl("quantize_blockwise", &fusedopt::quantize_blockwise_cpu);
   m.impl("dequantize_blockwise", &fusedopt::dequantize_blockwise_cpu);
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cpu_kernel>());
+  fusedopt::register_rules(m, false);
 }
 
 // Sparse grads reach the dispatcher as SparseCPU / SparseCUDA: route them to the same
 // kernels, whose checks reject them with a message naming the tensor.
 TORCH_LIBRARY_IMPL(fusedopt, SparseCPU, m) {
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cpu_kernel>());
+  fusedopt::register_rules(m, false);
 }
 
 #ifdef FUSEDOPT_WITH_CUDA
 TORCH_LIBRARY_IMPL(fusedopt, SparseCUDA, m) {
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cuda_kernel>());
+  fusedopt::register_rules(m, true);
 }
 
 TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) {
   m.impl("quantize_blockwise", &fusedopt::quantize_blockwise_cuda);
   m.impl("dequantize_blockwise", &fusedopt::dequantize_blockwise_cuda);
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cuda_kernel>());
+  fusedopt::register_rules(m, true);
 }
 #endif

@@ -8,7 +8,6 @@ from .reduce import clip_grad_norm_, get_total_norm, clip_grads_with_norm_
 from . import hessian  # noqa: F401
 from .lanczos_lr import LanczosLR
 from .gradinit import gradinit
-from ._C import build_info as _build_info
 from .optim.adam import Adam, Adamax, AdamW
 from .optim.base import FusedOptimizer
 from .optim.nadam import NAdam
@@ -50,8 +49,13 @@ __all__ += ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bi
 
 def build_info() -> dict:
     """Version, backends compiled, CUDA archs, the CPU SIMD level in use, OpenMP."""
-    info = dict(_build_info())
+    import json
+
     import torch
+
+    info = json.loads(torch.ops.fusedopt.build_info())
+    for key in ("backends", "cpu_isas_compiled"):
+        info[key] = tuple(info[key])
 
     info["torch"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()
