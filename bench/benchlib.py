@@ -281,6 +281,10 @@ def _l3() -> str:
 
 
 def git_commit() -> str:
+    """HEAD of the checkout (with a note of uncommitted changes), or $FUSEDOPT_COMMIT where the tree is
+    a copy without .git (run.sh gpu on a device machine)."""
+    if not os.path.isdir(os.path.join(REPO, ".git")) and os.environ.get("FUSEDOPT_COMMIT"):
+        return os.environ["FUSEDOPT_COMMIT"]
     try:
         r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                            timeout=10)
