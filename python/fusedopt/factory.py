@@ -112,7 +112,7 @@ def _rule(name: str) -> RuleInfo:
         key = key[len("fused"):]
     info = RULES.get(key)
     if info is None:
-        raise ValueError(f"fusedopt.create_optimizer: unknown rule {name!r}; known: {', '.join(list_optimizers())}")
+        raise ValueError(f"fusedopt: unknown rule {name!r}; known: {', '.join(list_optimizers())}")
     return info
 
 
