@@ -28,6 +28,7 @@ PAPERS = {
     "Lookahead": "Zhang et al. 2019", "IterateAveraging": "Granziol et al. 2020",
     "Adam8bit": "Dettmers et al. 2022", "AdamW8bit": "Dettmers et al. 2022", "Lion8bit": "Dettmers et al. 2022",
     "SGD8bit": "Dettmers et al. 2022", "RMSprop8bit": "Dettmers et al. 2022", "Adagrad8bit": "Dettmers et al. 2022",
+    "CPUOffloadOptimizer": "Ren et al. 2021",
 }
 # not an update rule: the base class documents the subclass contract, not a paper
 NOT_A_RULE = {"FusedOptimizer"}
