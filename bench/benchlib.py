@@ -1,7 +1,7 @@
 """Shared pieces of the fusedopt benchmarks: workloads, timing, ceilings, byte-model arithmetic,
 machine description and markdown rendering.
 
-Methodology (the one of /work/shared/ANCHORS_CPU.md): `warmup` untimed calls, then the
+Methodology (the one of bench/results/cpu-2026-11-24-peers.md): `warmup` untimed calls, then the
 median of `timed` individually timed calls. Byte counts are logical (compulsory reads +
 writes, no write-allocate traffic); effective GB/s = model bytes / median time.
 """

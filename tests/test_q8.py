@@ -1,4 +1,4 @@
-"""8-bit block-wise dynamic states (ALGORITHMS.md §19): the codec against bitsandbytes and torchao,
+"""8-bit block-wise dynamic states (docs/algorithms.md §19): the codec against bitsandbytes and torchao,
 every stateful rule's 8-bit update against a dequantize -> fp32 update -> requantize reference
 (resynchronised every step), state_dict conversions, opt-outs, memory, training equivalence."""
 from __future__ import annotations
