@@ -382,7 +382,8 @@ def run_one(c: Contender, base_p: list, base_g: list, device, lim: Limits) -> Re
 # --------------------------------------------------------------------------------------
 
 def progress(msg: str) -> None:
-    print(f"  [{msg}]", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():  # progress on a terminal only
+        print(f"  [{msg}]", file=sys.stderr, flush=True)
 
 
 BUSY = 0.2  # others' CPU (cores) above which a measurement counts as disturbed
@@ -443,7 +444,7 @@ def bench_workload(wl: B.Workload, rules: list, device, lim: Limits, rounds: int
     base_p = B.make_tensors(wl.shapes, device, seed=10)
     base_g = B.make_tensors(wl.shapes, device, seed=11)
     measured = {}
-    for rule in rules:
+    for rule in B.progress_bar(rules, desc=wl.name):
         cs = contenders(rule, torch.device(device))
         results = {c.name: Result(c) for c in cs}
         for r in range(rounds):

@@ -85,6 +85,18 @@ def make_workload(name: str, quick: bool = False) -> Workload:
     raise ValueError(f"unknown workload {name!r} (known: gpt2s, many_small)")
 
 
+def progress_bar(items, desc: str = ""):
+    """tqdm over `items` when stderr is a terminal (and tqdm is installed), else `items` unchanged:
+    logs and CI output get no progress noise."""
+    if not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, leave=False)
+
+
 def make_tensors(shapes: Sequence, device, seed: int = 0, scale: float = 1.0) -> list:
     """Deterministic fp32 randn tensors (one generator for the whole list)."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
