@@ -4,7 +4,7 @@
 #   bash run.sh test    C++ core tests (ctest) and Python tests (pytest)
 #   bash run.sh build   set-up and build only
 #   bash run.sh bench   full benchmark (bench/bench_step.py, extra args passed on); also installs the
-#                       benchmark-only peers (DeepSpeed, timm) used by bench/bench_step.py and bench_cross.py
+#                       benchmark-only peer DeepSpeed used by bench/bench_step.py
 #   bash run.sh gpu     on a GPU machine with torch and nvcc preinstalled and no network (no venv, no
 #                       installs): build, tests/test_cuda.py, GPU benchmarks, bench/results/gpu-<date>-<commit>.md
 #                       (tools/gpu_run.sh)
@@ -31,11 +31,16 @@ fi
 PY="$VENV/bin/python"
 # test oracles (never runtime dependencies of fusedopt): pytorch-optimizer, adabelief-pytorch,
 # bitsandbytes and torchao (8-bit states), transformers (Adafactor), scikit-learn (small real data),
-# matplotlib (the plots of examples/); build tools: ninja, cmake
-if ! "$PY" -c "import torch, pytest, ninja, cmake, numpy, pytorch_optimizer, adabelief_pytorch, bitsandbytes, torchao, transformers, sklearn, matplotlib" 2>/dev/null; then
+# matplotlib (the plots of examples/); the trainers of the integration tests: transformers' Trainer
+# (+ accelerate), lightning (+ jsonargparse for LightningCLI), timm (+ torchvision); build tools: ninja, cmake
+if ! "$PY" -c "import torch, pytest, ninja, cmake, numpy, pytorch_optimizer, adabelief_pytorch, bitsandbytes, torchao, transformers, sklearn, matplotlib, accelerate, lightning, jsonargparse, timm, torchvision" 2>/dev/null; then
   echo "== installing $TORCH_SPEC, build/test tools and test oracles into $VENV"
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q "$TORCH_SPEC" pytest ninja cmake numpy setuptools wheel pytorch-optimizer adabelief-pytorch bitsandbytes torchao transformers scikit-learn matplotlib
+  "$PY" -m pip install -q "$TORCH_SPEC" pytest ninja cmake numpy setuptools wheel pytorch-optimizer adabelief-pytorch bitsandbytes torchao transformers scikit-learn matplotlib accelerate lightning "jsonargparse[signatures]"
+  # timm imports torchvision, whose binary must match torch's version (torch 2.M.P <-> torchvision
+  # 0.(M+15).P), so both go in without dependencies and torch is never replaced
+  tv=$("$PY" -c "import torch; M, P = torch.__version__.split('+')[0].split('.')[1:3]; print(f'0.{int(M) + 15}.{P}')")
+  "$PY" -m pip install -q --no-deps timm "torchvision==$tv" pillow
 fi
 export PATH="$VENV/bin:$PATH"
 
@@ -66,12 +71,7 @@ case "$what" in
   bench)
     # DeepSpeed's CPU Adam/Adagrad/Lion (JIT-built C++ ops) are benchmark peers only, never test deps
     "$PY" -c "import deepspeed" 2>/dev/null || "$PY" -m pip install -q deepspeed || echo "(deepspeed not installed: no DeepSpeed rows)"
-    # timm's Lamb is a peer of bench/bench_cross.py; timm imports torchvision, whose binary must match
-    # torch's version (torch 2.M.P <-> torchvision 0.(M+15).P), so both go in without dependencies
-    if ! "$PY" -c "from timm.optim import Lamb" 2>/dev/null; then
-      tv=$("$PY" -c "import torch; M, P = torch.__version__.split('+')[0].split('.')[1:3]; print(f'0.{int(M) + 15}.{P}')")
-      "$PY" -m pip install -q --no-deps timm "torchvision==$tv" pillow || echo "(timm not installed: no timm LAMB row)"
-    fi
+    # timm (a peer of bench/bench_cross.py) is installed by the set-up above, with its torchvision
     "$PY" bench/bench_step.py "$@"
     ;;
   test)

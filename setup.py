@@ -76,7 +76,17 @@ def _cmake_archs():
 
 def build_engines():
     """Configure (first time) and build the engines' static libraries; returns their paths."""
-    cmake = shutil.which("cmake")
+    # $CMAKE, else the cmake that configured this build folder (another version would reconfigure it
+    # and rebuild everything), else the cmake beside this Python (a venv's), else the one on PATH
+    cmake = os.environ.get("CMAKE")
+    cache = os.path.join(engine_dir, "CMakeCache.txt")
+    if not cmake and os.path.exists(cache):
+        with open(cache) as f:
+            m = re.search(r"^CMAKE_COMMAND:INTERNAL=(.+)$", f.read(), re.M)
+        if m and os.path.exists(m.group(1).strip()):
+            cmake = m.group(1).strip()
+    here = os.path.join(os.path.dirname(sys.executable), "cmake")
+    cmake = cmake or (here if os.path.exists(here) else shutil.which("cmake"))
     if cmake is None:
         raise RuntimeError("fusedopt: building needs cmake and ninja (pip install cmake ninja)")
     os.makedirs(engine_dir, exist_ok=True)

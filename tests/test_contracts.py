@@ -359,7 +359,7 @@ def test_one_op_call_per_bucket(monkeypatch):
 
 def test_bf16_rounding_modes_keep_small_updates():
     """Updates far below a bf16 ulp vanish with round-to-nearest; stochastic rounding and
-    Kahan compensation accumulate them (ALGORITHMS.md §1; USER_NEEDS #15)."""
+    Kahan compensation accumulate them (docs/algorithms.md §1; USER_NEEDS #15)."""
     n = 4096
     results = {}
     for mode in ("nearest", "stochastic", "kahan"):

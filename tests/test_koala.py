@@ -1,6 +1,6 @@
 """KOALA-V and KOALA-M (fusedopt.VanillaKOALA / MomentumKOALA): the generic suites (specs.py) call
 step() without a loss, so KOALA has its own tests here:
-  * against float64 references written from the equations (tests/reference.py, ALGORITHMS.md §16);
+  * against float64 references written from the equations (tests/reference.py, docs/algorithms.md §16);
   * against an independent oracle: a pure-PyTorch transcription of the authors' classes
     (Araachie/koala : koala.py, util.ExpAverage; call protocol of training_funcs.py), below;
 params, every state tensor and the global P, R, qw after each of 12 steps, on 0-D..4-D, empty,

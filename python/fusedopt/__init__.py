@@ -29,6 +29,8 @@ from . import nn  # noqa: F401
 from .optim.lamb import LAMB, FusedLAMB, LARS
 from .optim.adafactor import Adafactor, AdafactorTorch
 from .optim.koala import KOALA, MomentumKOALA, VanillaKOALA
+from .factory import create_optimizer, list_optimizers, override
+from .offload import CPUOffloadOptimizer
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
@@ -45,6 +47,7 @@ __all__ += ["hessian", "LanczosLR", "gradinit"]
 __all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]
 __all__ += ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bit_state", "dequantize_state_dict",
             "state_nbytes"]
+__all__ += ["create_optimizer", "list_optimizers", "override", "CPUOffloadOptimizer"]
 
 
 def build_info() -> dict:

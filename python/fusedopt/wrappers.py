@@ -316,7 +316,8 @@ class Lookahead(_Wrapper):
 
 
 class IterateAveraging(_Wrapper):
-    """Iterate averaging (Granziol et al.; the IA of Gadam / GadamX) around any optimizer.
+    """Iterate averaging (Granziol et al. 2020, "Iterate Averaging in the Quest for Best Test Error"; the IA
+    of Gadam / GadamX) around any optimizer.
 
     The iterate after inner step t (t = 1, 2, ... counted by the wrapper) is collected when
     ``t >= start_step`` and ``(t - start_step) % every == 0``, into an equal-weight running mean per

@@ -9,7 +9,8 @@ __all__ = ["Adadelta"]
 
 
 class Adadelta(FusedOptimizer):
-    __doc__ = "torch.optim.Adadelta, fused (lr, rho, eps, L2 weight_decay, maximize).\n" + _FUSED_DOC + """
+    __doc__ = "torch.optim.Adadelta, fused (lr, rho, eps, L2 weight_decay, maximize): ADADELTA (Zeiler 2012, " \
+        "\"ADADELTA: An Adaptive Learning Rate Method\").\n" + _FUSED_DOC + """
     State: ``square_avg``, ``acc_delta`` and ``step``, as torch.
 """
     _rule = "adadelta"

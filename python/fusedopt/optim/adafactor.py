@@ -168,6 +168,15 @@ class Adafactor(_AdafactorBase):
     lr is None with relative_step=True (the step size is min(1e-2 or 1e-6*t with warmup_init,
     1/sqrt(t))); with relative_step=False lr must be given. With scale_parameter the step size
     is multiplied by max(eps[1], RMS(p)). Weight decay is decoupled and scaled by that step size.
+    Paper: Shazeer & Stern 2018, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost".
+
+    Arguments and defaults as transformers' class: ``lr`` (None), ``eps`` ((1e-30, 1e-3): added to
+    g^2, and the floor of RMS(p)), ``clip_threshold`` (1.0: the update is divided by
+    max(1, RMS(u) / clip_threshold)), ``decay_rate`` (-0.8: beta2_t = 1 - t^decay_rate), ``beta1``
+    (None: no first moment), ``weight_decay`` (0), ``scale_parameter``, ``relative_step``,
+    ``warmup_init``; fusedopt adds ``maximize`` (keyword-only: the grad is negated first) and
+    ``capturable`` (accepted: every step reads found_inf and the step counters on the device and
+    never syncs with the host, so it can be captured in a CUDA graph).
     """
 
     def __init__(self, params, lr: Optional[float] = None, eps=(1e-30, 1e-3), clip_threshold: float = 1.0,
@@ -239,7 +248,15 @@ class Adafactor(_AdafactorBase):
 
 class AdafactorTorch(_AdafactorBase):
     """Adafactor with torch.optim.Adafactor's semantics and state keys (`step`, `row_var`,
-    `col_var` (keepdim shapes [..., R, 1] / [..., 1, C]), `variance`)."""
+    `col_var` (keepdim shapes [..., R, 1] / [..., 1, C]), `variance`). Paper: Shazeer & Stern 2018,
+    "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost".
+
+    Arguments and defaults as torch.optim.Adafactor: ``lr`` (1e-2, the cap of the relative step
+    min(lr, 1/sqrt(t))), ``beta2_decay`` (-0.8), ``eps`` ((None, 1e-3): eps1 None is the dtype's
+    machine epsilon, used as a clamp; eps2 floors RMS(p)), ``d`` (1.0, the clipping threshold),
+    ``weight_decay`` (p *= 1 - lr * weight_decay), ``foreach`` (accepted and ignored), ``maximize``;
+    fusedopt adds ``capturable`` (accepted: steps never sync with the host, so they are capturable).
+    """
 
     _torch_semantics = True
     _row_key, _col_key, _var_key = "row_var", "col_var", "variance"

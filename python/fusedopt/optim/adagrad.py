@@ -9,8 +9,9 @@ __all__ = ["Adagrad"]
 
 
 class Adagrad(FusedOptimizer):
-    __doc__ = "torch.optim.Adagrad, fused (lr_decay, L2 weight_decay, initial_accumulator_value, eps, " \
-        "maximize).\n" + _FUSED_DOC + """
+    __doc__ = "torch.optim.Adagrad, fused (lr, lr_decay, L2 weight_decay, initial_accumulator_value, eps, " \
+        "maximize): Adagrad (Duchi, Hazan & Singer 2011, \"Adaptive Subgradient Methods for Online Learning " \
+        "and Stochastic Optimization\").\n" + _FUSED_DOC + """
     State: ``sum`` (starts at initial_accumulator_value) and ``step``, created in the constructor for
     every param as torch does (so ``share_memory()`` works before the first step). Deviation: a param
     group added later, or given its own ``initial_accumulator_value``, starts its sums at that group's

@@ -26,6 +26,7 @@ add_param_group.
 """
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Any, Iterable, Optional
 
@@ -34,7 +35,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
-from ..q8 import ABSMAX_SUFFIX, dequantize_blockwise, quantize_blockwise
+from ..q8 import ABSMAX_SUFFIX, OVERRIDE_ATTR, dequantize_blockwise, quantize_blockwise
 
 
 
@@ -118,6 +119,15 @@ class HookedLoad:
 
     def _load_state(self, state_dict: dict[str, Any]) -> None:
         Optimizer.load_state_dict(self, state_dict)
+
+
+class _Bucket(tuple):
+    """One bucket of a plan (see _build_plan) and the lr factor of its params' overrides."""
+
+    def __new__(cls, items, lr_scale: float = 1.0):
+        b = super().__new__(cls, items)
+        b.lr_scale = lr_scale
+        return b
 
 
 class FusedOptimizer(HookedLoad, Optimizer):
@@ -257,11 +267,27 @@ class FusedOptimizer(HookedLoad, Optimizer):
             s += f" ({names[pi]!r})"
         return s
 
-    @staticmethod
-    def _state_dtype_for(p: Tensor, group) -> torch.dtype:
+    def _state_dtype_for(self, p: Tensor, group) -> torch.dtype:
         if p.dtype == torch.float64:
             return torch.float64
+        bits = self._override(p).get("state_bits")
+        if bits is not None:
+            return torch.bfloat16 if bits == 16 else torch.float32
         return group.get("state_dtype") or torch.float32
+
+    @classmethod
+    def _applies_lr_scale(cls) -> bool:
+        """Whether this class's step() is FusedOptimizer's (the one that applies lr_scale overrides);
+        torch wraps step() per class, hence the unwrap."""
+        return inspect.unwrap(cls.step) is inspect.unwrap(FusedOptimizer.step)
+
+    def _override(self, p: Tensor) -> dict:
+        """p's per-param options (fusedopt.override): those recorded in its state when the state was
+        created (saved and loaded with it), else those set on p now."""
+        st = self.state.get(p)
+        if st and "override" in st:
+            return st["override"]
+        return getattr(p, OVERRIDE_ATTR, None) or {}
 
     def _validate_param(self, p: Tensor, g: Tensor, gi: int, pi: int, group):
         where = f"fusedopt.{type(self).__name__}: {self._pname(gi, pi, group)}"
@@ -287,6 +313,16 @@ class FusedOptimizer(HookedLoad, Optimizer):
                              "tensors in place, pass the base tensor instead")
         if p.numel() and g.stride() != p.stride():
             raise ValueError(f"{where}: grad strides {g.stride()} differ from param strides {p.stride()}")
+        ov = self._override(p)
+        if ov.get("state_bits") == 8 and not self._supports_8bit:
+            raise ValueError(f"{where} has a state_bits=8 override (fusedopt.override), but fusedopt.{type(self).__name__} "
+                             f"does not support 8-bit states ({self._no_8bit_reason})")
+        if ov.get("lr_scale", 1.0) != 1.0 and not self._applies_lr_scale():
+            raise ValueError(f"{where} has an lr_scale override (fusedopt.override), which fusedopt.{type(self).__name__} "
+                             "does not apply; put the param in its own param group with the scaled lr instead")
+        if ov.get("state_bits") == 8 and group.get("param_rounding", "nearest") != "nearest":
+            raise ValueError(f"{where} has a state_bits=8 override (fusedopt.override), which cannot be combined with "
+                             f"param_rounding={group['param_rounding']!r}")
         if p.dtype == torch.float64 and self._wants_8bit(p, group):
             raise ValueError(f"{where}: state_bits=8 needs float32, float16 or bfloat16 params (this one is "
                              "float64); put it in a param group with state_bits=32")
@@ -294,13 +330,11 @@ class FusedOptimizer(HookedLoad, Optimizer):
             raise ValueError(f"{where}: param_rounding={group['param_rounding']!r} applies to bfloat16 params "
                              f"only, this one is {p.dtype}")
 
-    @staticmethod
-    def _wants_8bit(p: Tensor, group) -> bool:
-        """8-bit states for this param: the group asks for them, the param has at least
-        min_8bit_size elements (decided on the param's numel), and it was not registered for 32-bit
-        state (fusedopt.register_32bit_state, e.g. by fusedopt.nn.StableEmbedding)."""
-        return (group.get("state_bits", 32) == 8 and p.numel() >= group.get("min_8bit_size", 4096)
-                and not getattr(p, "_fusedopt_32bit_state", False))
+    def _wants_8bit(self, p: Tensor, group) -> bool:
+        """8-bit states for this param: its state_bits (a fusedopt.override, e.g. register_32bit_state
+        or StableEmbedding, else the group's) is 8 and it has at least min_8bit_size elements."""
+        bits = self._override(p).get("state_bits", group.get("state_bits", 32))
+        return bits == 8 and p.numel() >= group.get("min_8bit_size", 4096)
 
     def _is_8bit(self, p: Tensor, group) -> bool:
         """Whether p's states are 8-bit: fixed when the state is created, read back from it."""
@@ -328,6 +362,8 @@ class FusedOptimizer(HookedLoad, Optimizer):
         state = self.state[p]
         if "step" not in state:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            if getattr(p, OVERRIDE_ATTR, None):  # recorded with the new state, saved by state_dict
+                state["override"] = dict(getattr(p, OVERRIDE_ATTR))
         q8 = self._is_8bit(p, group)
         sdt = self._state_dtype_for(p, group)
         for key, on in zip(RULES[self._rule].slots, slots_on):
@@ -361,7 +397,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
             st = self._ensure_state(p, group, slots_on)
             q8 = st[next(k for k, on in zip(RULES[self._rule].slots, slots_on) if on)].dtype == torch.uint8 \
                 if any(slots_on) else False
-            key = (p.device, p.dtype, q8)
+            key = (p.device, p.dtype, q8, float(self._override(p).get("lr_scale", 1.0)))
             b = buckets.get(key)
             scalars = RULES[self._rule].scalars
             if b is None:
@@ -379,7 +415,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
             b[4].append(st["step"])
             if kahan:
                 b[5].append(st["param_comp"])
-        return list(buckets.values())
+        return [_Bucket(b, k[3]) for k, b in buckets.items()]
 
     def _group_plan(self, gi: int, group, grads: list, compiling: bool = False) -> list:
         """_build_plan of group gi, cached between steps (rebuilt when the params with grads or the
@@ -421,12 +457,15 @@ class FusedOptimizer(HookedLoad, Optimizer):
             flags = self._group_flags(group)
             lr = group["lr"]
             if isinstance(lr, Tensor):
-                lr_f, lr_t = 0.0, lr
+                lr_f0, lr_t0 = 0.0, lr
             else:
-                lr_f, lr_t = float(lr), None
+                lr_f0, lr_t0 = float(lr), None
             kernel = op(self._rule)
             block = group.get("block_size", 256)
-            for device, idx, params, states, steps, comps, absmax in plan:
+            for bucket in plan:
+                device, idx, params, states, steps, comps, absmax = bucket
+                lr_f, lr_t = (lr_f0, lr_t0) if bucket.lr_scale == 1.0 else (
+                    lr_f0 * bucket.lr_scale, None if lr_t0 is None else lr_t0 * bucket.lr_scale)
                 # 8-bit states: one flat absmax list, list-major over the state lists in use
                 flat_absmax = None if absmax is None else [t for lst in absmax for t in lst]
                 bgrads = [grads[i] for i in idx]

@@ -1,4 +1,4 @@
-"""DiffGrad (Dubey et al. 2019), fused: the authors' diffGrad_v2.py semantics (ALGORITHMS.md §10)."""
+"""DiffGrad (Dubey et al. 2019), fused: the authors' diffGrad_v2.py semantics (docs/algorithms.md §10)."""
 from __future__ import annotations
 
 from .base import FusedOptimizer, _check_scalar, check_betas
@@ -7,7 +7,8 @@ __all__ = ["DiffGrad"]
 
 
 class DiffGrad(FusedOptimizer):
-    """diffGrad, fused (shivram1987/diffGrad diffGrad_v2.py: the fixed version).
+    """diffGrad, fused: Dubey et al. 2019, "diffGrad: An Optimization Method for Convolutional Neural
+    Networks" (shivram1987/diffGrad diffGrad_v2.py: the fixed version).
 
     Arguments and defaults of the reference: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
     (L2, added into the gradient, hence into ``previous_grad``). State keys ``exp_avg``,
@@ -22,6 +23,8 @@ class DiffGrad(FusedOptimizer):
     fusedopt extras (keyword-only): ``maximize`` (g negated first), ``state_dtype``,
     ``param_rounding``; ``foreach`` / ``capturable`` accepted, ``fused=False`` and
     ``differentiable=True`` refused.
+    ``state_bits``, ``min_8bit_size``, ``block_size``: state storage, as in every fusedopt optimizer
+    (docs/algorithms.md §19).
     """
     _rule = "diffgrad"
 

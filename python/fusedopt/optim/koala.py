@@ -274,7 +274,8 @@ class _KOALABase(FusedOptimizer):
 
 
 class VanillaKOALA(_KOALABase):
-    """KOALA-V, fused; the authors' ``VanillaKOALA`` (Araachie/koala : koala.py; same arguments and
+    __doc__ = """KOALA-V (Davtyan et al. 2022, "KOALA: A Kalman Optimization Algorithm with Loss Adaptivity"),
+    fused; the authors' ``VanillaKOALA`` (Araachie/koala : koala.py; same arguments and
     defaults).
 
     ``predict()``: ``P += q``. Update, with ``R = alpha_r R + (1 - alpha_r) S`` (``R`` starts at
@@ -308,7 +309,8 @@ class VanillaKOALA(_KOALABase):
 
 
 class MomentumKOALA(_KOALABase):
-    """KOALA-M, fused; the authors' ``MomentumKOALA`` (Araachie/koala : koala.py; same arguments
+    __doc__ = """KOALA-M (Davtyan et al. 2022, "KOALA: A Kalman Optimization Algorithm with Loss Adaptivity"),
+    fused; the authors' ``MomentumKOALA`` (Araachie/koala : koala.py; same arguments
     and defaults). The paper's main "KOALA"; ``fusedopt.KOALA`` is this class.
 
     State per param: ``velocity`` v and ``param_ema`` pbar (both start at 0); one 2x2 float64

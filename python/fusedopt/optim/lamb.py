@@ -14,7 +14,11 @@ __all__ = ["LAMB", "FusedLAMB", "LARS"]
 
 
 class LAMB(FusedOptimizer):
-    """LAMB, fused; NVIDIA apex ``FusedLAMB`` semantics (same arguments and defaults).
+    __doc__ = """LAMB, fused; NVIDIA apex ``FusedLAMB`` semantics (same arguments and defaults: ``lr``,
+    ``bias_correction``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad``, ``adam_w_mode``,
+    ``grad_averaging``, ``set_grad_none`` (``zero_grad()`` sets grads to None), ``max_grad_norm``,
+    ``use_nvlamb``). Paper: You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT
+    in 76 minutes".
 
     Per step: (0) the global grad norm ``G`` over every param with a grad in every group with
     ``max_grad_norm > 0`` (one fused reduction, float64 accumulation, no host sync); (1) a fused
@@ -31,7 +35,7 @@ class LAMB(FusedOptimizer):
     (apex writes ``u`` into the grad buffer).
 
     ``state_bits=8`` keeps both states as block-wise 8-bit codes (``exp_avg`` signed map,
-    ``exp_avg_sq`` unsigned), as the other rules (ALGORITHMS.md §19): pass (1) decodes them, sums
+    ``exp_avg_sq`` unsigned), as the other rules (docs/algorithms.md §19): pass (1) decodes them, sums
     ``p^2`` and ``u^2`` and stores nothing (the codes and absmax stay bit for bit); pass (2)
     decodes the same codes, so it recomputes bitwise the same ``m``, ``v`` and ``u``, and
     requantizes ``m`` and ``v``. An element whose grad is not finite keeps its param and states
@@ -88,7 +92,8 @@ def _exclude_1d(p: Tensor) -> bool:
 
 
 class LARS(FusedOptimizer):
-    """LARS (layer-wise adaptive rate scaling), fused; the paper's form (You et al. 2017).
+    __doc__ = """LARS (layer-wise adaptive rate scaling), fused; the paper's form (You et al. 2017, "Large
+    Batch Training of Convolutional Networks").
 
     Per tensor, from its norms (one fused reduction each of the params and of the unscaled grads):
     ``trust = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)`` when both norms
@@ -102,7 +107,7 @@ class LARS(FusedOptimizer):
     The paper puts ``lr`` inside the momentum (``v`` carries past lrs); with a constant ``lr``
     this is ``buf = momentum * buf + trust * d; w -= lr * buf`` (pytorch_optimizer.LARS with
     ``dampening=0``; its ratio has no eps and keeps ``trust_coefficient / weight_decay`` for a
-    zero grad, where ours is 1).
+    zero grad, where ours is 1). ``maximize`` negates the grad first.
 """ + _FUSED_DOC
     _rule = "lars"
     _pre_reduce = ("params", "grads")

@@ -9,7 +9,12 @@ __all__ = ["NAdam"]
 
 
 class NAdam(FusedOptimizer):
-    __doc__ = "torch.optim.NAdam, fused (mu_product is a per-param float32 scalar, as in torch).\n" + _FUSED_DOC
+    __doc__ = """torch.optim.NAdam, fused: NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam").
+
+    Arguments and defaults as torch.optim.NAdam: ``lr`` (2e-3), ``betas``, ``eps``, ``weight_decay``
+    (L2, or decoupled with ``decoupled_weight_decay=True``), ``momentum_decay``, ``maximize``.
+    ``mu_product`` is a per-param float32 scalar state, as in torch.
+""" + _FUSED_DOC
     _rule = "nadam"
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,

@@ -34,7 +34,9 @@ _NONNEG = (0.0, None, True)  # >= 0 (beta0 of PNM: default 1.0)
 
 
 class PNM(FusedOptimizer):
-    """Positive-Negative Momentum (SGD form), fused; the authors' pnm_optim/pnm.py semantics.
+    __doc__ = """Positive-Negative Momentum (SGD form), fused; the authors' pnm_optim/pnm.py semantics.
+    Paper: Xie et al. 2021, "Positive-Negative Momentum: Manipulating Stochastic Gradient Noise to Improve
+    Generalization".
 
     Two momentum buffers ``pos_momentum`` / ``neg_momentum``; odd steps update the first and
     use the second as the negative momentum, even steps swap their roles. With
@@ -70,14 +72,15 @@ class PNM(FusedOptimizer):
 
 
 class AdaPNM(FusedOptimizer):
-    """Adaptive Positive-Negative Momentum, fused; the authors' pnm_optim/adapnm.py semantics.
+    __doc__ = """Adaptive Positive-Negative Momentum, fused; the authors' pnm_optim/adapnm.py semantics
+    (Xie et al. 2021, the PNM paper).
 
     ``betas = (beta1, beta2, beta0)``. The PNM buffers (``exp_avg`` / ``neg_exp_avg``, swapping
     roles every step) with an Adam denominator: ``v = beta2 * v + (1 - beta2) * g**2``;
     ``amsgrad=True`` (default) keeps ``max_exp_avg_sq = max(max_exp_avg_sq, v)`` and uses it;
     ``p -= lr / (1 - beta1**t) * pn / (sqrt(v) / sqrt(1 - beta2**t) + eps)``. The bias correction
     is ``1 - beta1**t`` although the momentum EMA uses ``beta1**2``: the authors' code does
-    this and we keep it. Weight decay as in :class:`PNM` (``decoupled``).
+    this and we keep it. ``weight_decay`` as in :class:`PNM` (``decoupled``).
 
     Deviations from the reference: ``maximize`` is added; ``betas[2]`` must be >= 0 (unchecked
     in the reference); the grad is not modified in place by L2 weight decay.
@@ -112,7 +115,8 @@ class AdaPNM(FusedOptimizer):
 
 
 class Adan(FusedOptimizer):
-    """Adan (adaptive Nesterov momentum), fused; the official sail-sg/Adan adan.py semantics.
+    __doc__ = """Adan (adaptive Nesterov momentum), fused; the official sail-sg/Adan adan.py semantics.
+    Paper: Xie et al. 2022, "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep Models".
 
     ``betas = (beta1, beta2, beta3)`` are retention factors (default (0.98, 0.92, 0.99); the
     paper writes them as ``1 - beta``). At a param's first step the previous grad is taken to be
@@ -163,7 +167,8 @@ class Adan(FusedOptimizer):
 
 
 class Lion(FusedOptimizer):
-    """Lion (EvoLved Sign Momentum, Chen et al. 2023), fused; lucidrains/lion-pytorch semantics.
+    __doc__ = """Lion (EvoLved Sign Momentum; Chen et al. 2023, "Symbolic Discovery of Optimization
+    Algorithms"), fused; lucidrains/lion-pytorch semantics.
 
     ``p *= 1 - lr * weight_decay``; ``p -= lr * sign(beta1 * m + (1 - beta1) * g)``;
     ``m = beta2 * m + (1 - beta2) * g`` (state ``exp_avg``). Defaults lr=1e-4, betas=(0.9, 0.99)

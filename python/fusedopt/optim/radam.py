@@ -11,7 +11,11 @@ _VARIANTS = ("torch", "official")
 
 
 class RAdam(FusedOptimizer):
-    __doc__ = """torch.optim.RAdam, fused.
+    __doc__ = """torch.optim.RAdam, fused: RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning
+    Rate and Beyond").
+
+    Arguments as torch.optim.RAdam: ``lr``, ``betas``, ``eps``, ``weight_decay``, ``maximize``, plus
+    ``variant`` and ``degenerated_to_sgd`` (below).
 
     ``variant="torch"`` (default) is torch.optim.RAdam: rectified when rho_t > 5, otherwise an
     SGD-with-bias-corrected-momentum step; L2 weight decay, or decoupled with

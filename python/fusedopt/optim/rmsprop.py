@@ -10,7 +10,9 @@ __all__ = ["RMSprop"]
 
 
 class RMSprop(FusedOptimizer):
-    __doc__ = "torch.optim.RMSprop, fused (alpha, eps, L2 weight_decay, momentum, centered, maximize).\n" + \
+    __doc__ = "torch.optim.RMSprop, fused (lr, alpha, eps, L2 weight_decay, momentum, centered, maximize): " \
+        "RMSprop (Tieleman & Hinton 2012, lecture 6.5 of \"Neural Networks for Machine Learning\"; the " \
+        "centered form from Graves 2013).\n" + \
         _FUSED_DOC + """
     State: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered), ``step``, as
     torch. The four combinations are four kernel variants (only the states in use are read and

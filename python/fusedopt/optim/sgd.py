@@ -13,7 +13,9 @@ __all__ = ["SGD"]
 
 
 class SGD(FusedOptimizer):
-    __doc__ = "torch.optim.SGD, fused (momentum, dampening, nesterov, L2 weight_decay, maximize).\n" + _FUSED_DOC + """
+    __doc__ = "torch.optim.SGD, fused (lr, momentum, dampening, nesterov, L2 weight_decay, maximize); " \
+        "Nesterov momentum as in Sutskever et al. 2013 (\"On the importance of initialization and momentum " \
+        "in deep learning\").\n" + _FUSED_DOC + """
     State: ``momentum_buffer`` (only when momentum != 0), as torch, plus ``step`` (a float32 tensor
     that torch.optim.SGD does not keep). The kernel uses it to tell the buffer's first step
     (buffer = the gradient, as torch's "buffer is None" branch) from the later ones

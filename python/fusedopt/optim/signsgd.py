@@ -1,4 +1,4 @@
-"""Generalized signSGD (Crawshaw et al. 2022), fused (ALGORITHMS.md §9)."""
+"""Generalized signSGD (Crawshaw et al. 2022), fused (docs/algorithms.md §9)."""
 from __future__ import annotations
 
 from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
@@ -8,7 +8,8 @@ __all__ = ["SignSGD"]
 
 
 class SignSGD(FusedOptimizer):
-    """Generalized signSGD, fused (zhenxun-zhuang/Generalized-SignSGD GeneralizedSignSGD semantics).
+    """Generalized signSGD, fused: Crawshaw et al. 2022, "Robustness to Unbounded Smoothness of Generalized
+    signSGD" (zhenxun-zhuang/Generalized-SignSGD GeneralizedSignSGD semantics).
 
     Arguments and defaults of the reference: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
     (L2 only), use_bias_correction=False. State keys ``exp_avg``, ``exp_avg_sq``.
@@ -28,6 +29,8 @@ class SignSGD(FusedOptimizer):
 
     fusedopt extras (keyword-only): ``maximize``, ``state_dtype``, ``param_rounding``;
     ``foreach`` / ``capturable`` accepted, ``fused=False`` and ``differentiable=True`` refused.
+    ``state_bits``, ``min_8bit_size``, ``block_size``: state storage, as in every fusedopt optimizer
+    (docs/algorithms.md §19).
     """
     _rule = "signsgd"
 
