@@ -2,7 +2,7 @@
 # Build fusedopt's extension here (a CPU machine with nvcc) for a GPU machine whose torch differs from the
 # local one, so a short lease on that machine is spent testing, not compiling:
 #   bash tools/gpu_prebuild.sh            (GPU_TORCH=2.11.0 by default: the GPU machines' torch)
-# writes .gpu/ (ignored by git): _C.abi3.so (CPU + CUDA sm_90, built against torch $GPU_TORCH; an abi3
+# writes .gpu/ (ignored by git): _C.abi3.so.xz (CPU + CUDA sm_90, built against torch $GPU_TORCH; an abi3
 # module, so any Python 3.9+ loads it), SOURCE_HASH (tools/source_hash.sh) and COMMIT. On the GPU machine,
 # `bash run.sh gpu` uses it when the hash matches its sources, and builds from source otherwise.
 # The torch-free engines are the same for every torch, so only the glue is compiled against $GPU_TORCH.
@@ -28,7 +28,11 @@ PATH="$VENV/bin:$PATH" MAX_JOBS=${MAX_JOBS:-2} TORCH_CUDA_ARCH_LIST=9.0 FUSEDOPT
   { tail -40 "$CACHE/build.log"; echo "gpu_prebuild: build failed (log: $CACHE/build.log)" >&2; exit 1; }
 grep -q "CUDA skipped" "$CACHE/build.log" && { grep "fusedopt build" "$CACHE/build.log"; exit 1; }
 rm -rf .gpu && mkdir -p .gpu
-cp "$CACHE"/lib/fusedopt/_C*.so .gpu/
+# stripped of debug info and xz-compressed (~20 MB): a device call carries at most 64 MiB
+for f in "$CACHE"/lib/fusedopt/_C*.so; do
+  strip --strip-debug -o ".gpu/$(basename "$f")" "$f"
+  xz -T2 -6 ".gpu/$(basename "$f")"
+done
 bash tools/source_hash.sh > .gpu/SOURCE_HASH
 { git rev-parse --short HEAD; git diff --quiet HEAD || echo "(with uncommitted changes)"; } | tr '\n' ' ' > .gpu/COMMIT
 echo "gpu_prebuild: wrote .gpu/ ($(du -sh .gpu | cut -f1)) for $(cat .gpu/COMMIT)against torch $TORCH"

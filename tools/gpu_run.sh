@@ -27,9 +27,12 @@ log() { echo "== $*" | tee -a "$base-run.log"; }
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 t0=$(date +%s)
 build_how=""
-if [ -f .gpu/SOURCE_HASH ] && [ "$(cat .gpu/SOURCE_HASH)" = "$(bash tools/source_hash.sh)" ] && ls .gpu/_C*.so >/dev/null 2>&1; then
+if [ -f .gpu/SOURCE_HASH ] && [ "$(cat .gpu/SOURCE_HASH)" = "$(bash tools/source_hash.sh)" ] && ls .gpu/_C*.so.xz >/dev/null 2>&1; then
   rm -f python/fusedopt/_C*.so
-  cp .gpu/_C*.so python/fusedopt/
+  for f in .gpu/_C*.so.xz; do
+    $PY -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+      "$f" "python/fusedopt/$(basename "$f" .xz)"
+  done
   build_how="prebuilt on a CPU machine by tools/gpu_prebuild.sh (sources match, hash $(cat .gpu/SOURCE_HASH)), copied"
 else
   export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
