@@ -14,7 +14,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 start=$(date +%s)
-commit=$(git rev-parse --short HEAD 2>/dev/null || sed 's/ .*//' .gpu/COMMIT 2>/dev/null || echo unknown)
+# the prebuilt module's COMMIT first: a device copy of the tree may hold a stale .git
+commit=$( { [ -f .gpu/COMMIT ] && sed "s/ .*//" .gpu/COMMIT; } || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 export FUSEDOPT_COMMIT="$commit$( [ -f .gpu/COMMIT ] && grep -q uncommitted .gpu/COMMIT && echo ' (with uncommitted changes)')"
 day=$(date +%Y-%m-%d)
 mkdir -p bench/results
