@@ -26,6 +26,12 @@ log() { echo "== $*" | tee -a "$base-run.log"; }
 
 # ---- 1. the extension ----------------------------------------------------------------------------
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+# test oracles carried as wheels (tools/gpu_prebuild.sh), for a machine without them and without network
+if ls .gpu/wheels/*.whl >/dev/null 2>&1; then
+  site=$(mktemp -d)
+  $PY -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl &&
+    export PYTHONPATH="$PYTHONPATH:$site"
+fi
 t0=$(date +%s)
 build_how=""
 if [ -f .gpu/SOURCE_HASH ] && [ "$(cat .gpu/SOURCE_HASH)" = "$(bash tools/source_hash.sh)" ] && ls .gpu/_C*.so.xz >/dev/null 2>&1; then
