@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .. import distributed as _dist
 from .._ops import VARIANT_SHIFT, op
 from .adam import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
@@ -180,6 +181,7 @@ class _KOALABase(FusedOptimizer):
     def _update(self, L: Tensor, S: Optional[Tensor]):
         glob = self._global()
         P, dev = glob["P"], glob["P"].device
+        L, S = _dist.mean_over_ranks(L, S)  # data-parallel ranks: the loss of the global batch
         grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
         found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
         compiling = torch.compiler.is_compiling()
@@ -193,6 +195,8 @@ class _KOALABase(FusedOptimizer):
             plan = self._group_plan(gi, group, grads, compiling)
             if not plan:
                 continue
+            if plan.dtensor:
+                grads = [_dist.local(g) for g in grads]
             hyper = self._hyper(group)
             flags = self._group_flags(group)
             wd = float(group["weight_decay"])
@@ -205,7 +209,7 @@ class _KOALABase(FusedOptimizer):
                     lr = lr.detach().to(device=dev, dtype=torch.float64).reshape(())
             else:
                 lr = float(lr)
-            for device, idx, params, states, steps, comps, _ in plan:
+            for bi, (device, idx, params, states, steps, comps, _) in enumerate(plan):
                 bgrads = [grads[i] for i in idx]
                 gs = grad_scale if grad_scale is None or grad_scale.device == device else grad_scale.to(device)
                 fi = found_inf if found_inf is None or found_inf.device == device else found_inf.to(device)
@@ -214,6 +218,7 @@ class _KOALABase(FusedOptimizer):
                     # pass 1 (read-only, bumps the steps, unscales the grads in place): ||g||^2, ||g~||^2, ||p||^2
                     norms(params, bgrads, steps, comps, hyper=hyper, lr=0.0, grad_scale=gs, found_inf=fi,
                           flags=0, tensor_out=sums)
+                    self._reduced("tensor_sums", sums, plan.rows[bi] if plan.dtensor else None)
                     g2, gt2, p2 = sums.to(device=dev, dtype=torch.float64).unbind(1)
                     active = ~(g2.sqrt() < _SKIP_NORM)
                     s = gt2 * p00 + R
@@ -239,6 +244,8 @@ class _KOALABase(FusedOptimizer):
                 h = hb if h is None else torch.maximum(h, hb)
         if h is None:
             h = torch.zeros((), dtype=torch.float64, device=dev)
+        if self._zero_group is not None:  # ZeroRedundancyOptimizer: the max over every rank's params
+            h = _dist.all_reduce_(h.reshape(1), _dist.zero_key(self._zero_group), _dist.dist.ReduceOp.MAX).reshape(())
         if self._momentum:
             col = P[:, 0:1]
             P_new = P - (col * h) @ col.T  # P - P diag(h, 0) P^T
@@ -376,14 +383,16 @@ class MomentumKOALA(_KOALABase):
         for pi, p in enumerate(group["params"]):
             self._validate_param(p, p, gi, pi, group)  # param checks only (a grad may not exist yet)
             st = self._ensure_state(p, group, slots_on)
-            b = buckets.setdefault((p.device, p.dtype), (p.device, [], [[], []], [], []))
-            b[1].append(p)
-            b[2][0].append(st["velocity"])
-            b[2][1].append(st["param_ema"])
+            b = buckets.setdefault((p.device, p.dtype), (p.device, [], [[], []], [], [], [], []))
+            b[1].append(_dist.local(p))
+            b[2][0].append(_dist.local(st["velocity"]))
+            b[2][1].append(_dist.local(st["param_ema"]))
             b[3].append(st["step"])
             if group.get("param_rounding") == "kahan":
-                b[4].append(st["param_comp"])
-        plan = list(buckets.values())
+                b[4].append(_dist.local(st["param_comp"]))
+            b[5].append(_dist.reduce_key(p))
+            b[6].append(p.numel())  # the global numel of a DTensor
+        plan = [b[:5] + (_dist.RowReduce(b[5]) if any(b[5]) else None, sum(b[6])) for b in buckets.values()]
         self._plans[key] = (len(group["params"]), plan)
         return plan
 
@@ -394,12 +403,17 @@ class MomentumKOALA(_KOALABase):
         sq = torch.zeros((), dtype=torch.float64, device=dev)
         n = 0
         for gi, group in enumerate(self.param_groups):
-            for device, params, states, steps, comps in self._predict_plan(gi, group):
+            for device, params, states, steps, comps, rows, numel in self._predict_plan(gi, group):
                 out = torch.zeros((len(params), 1), dtype=torch.float32, device=device)
                 move(params, *states, steps, comps, hyper=[self.a], lr=0.0, flags=self._group_flags(group) & ~(
                     1 << VARIANT_SHIFT), tensor_out=out)
+                if rows is not None:
+                    rows(out)
                 sq = sq + out.to(device=dev, dtype=torch.float64).sum()
-                n += sum(p.numel() for p in params)
+                n += numel
+        if self._zero_group is not None:  # ZeroRedundancyOptimizer: sums over every rank's params
+            sn = _dist.all_reduce_(torch.stack([sq, torch.full_like(sq, float(n))]), _dist.zero_key(self._zero_group))
+            sq, n = sn[0], float(sn[1])
         norm = sq.sqrt() / n if n > 0 else sq
         qw = glob["qw"]
         qw.copy_(0.9 * qw + (1.0 - 0.9) * norm)  # the authors' ExpAverage(0.9, qw)
