@@ -59,7 +59,7 @@ def check_layout(p: Tensor, where: str) -> None:
         try:
             _shard_dim(pl)
         except TypeError:
-            raise ValueError(f"{where} has placement {pl} on mesh dim {i}; fusedopt handles Shard, _StridedShard "
+            raise ValueError(f"{where} has placement {type(pl).__name__} ({pl}) on mesh dim {i}; fusedopt handles Shard, _StridedShard "
                              "and Replicate placements (redistribute the param first)") from None
 
 
@@ -304,7 +304,9 @@ def localize_saved(saved: dict, p: Tensor, block: int, slot_keys, absmax_suffix:
     gshape = q8_absmax_shape(p, block)
     out = {}
     for key, v in saved.items():
-        if not isinstance(v, Tensor) or key.endswith(absmax_suffix) or v.dim() == 0:
+        if key.endswith(absmax_suffix) and key[:-len(absmax_suffix)] in saved:
+            continue  # with its codes, below
+        if not isinstance(v, Tensor) or v.dim() == 0:
             out[key] = v
             continue
         am = saved.get(key + absmax_suffix) if key in slot_keys else None

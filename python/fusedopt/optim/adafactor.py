@@ -387,7 +387,7 @@ def _sharded_step(opt, items: list, hyper: list, flags: int, found_inf: Optional
         R.copy_(_ema(R, rm, torch_sem, beta2t, ema_w))
         C.copy_(_ema(C, cm, torch_sem, beta2t, ema_w))
         lead = R.shape[:p.dim() - 2]
-        b.add(_dist.reduce_key(p, {p.dim() - 2}), R.double().reshape(lead + (-1,)).sum(-1).reshape(-1))
+        b.add(_dist.reduce_key(p, {p.dim() - 2}), R.double().reshape(lead + (math.prod(R.shape[len(lead):]),)).sum(-1).reshape(-1))
     rsum = b.run()
     # u and pass 3: sum u^2 (all sharded dims)
     us, b = [], _dist.SumBatch()

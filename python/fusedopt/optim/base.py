@@ -159,11 +159,11 @@ class FusedOptimizer(Optimizer):
             return None
         where = type(self).__name__
         grads = [_dist.local(p.grad) for p in params]
-        if self._zero_group is not None or any(_dist.is_dtensor(p) for p in params):
+        keys = self._global_keys(params)
+        if keys is not None:
             # partial sums of sharded grads (ZeRO: of this rank's params), all-reduced per mesh dims
             parts: dict = {}
-            for p, g in zip(params, grads):
-                k = _dist.reduce_key(p) if _dist.is_dtensor(p) else _dist.zero_key(self._zero_group)
+            for k, g in zip(keys, grads):
                 parts.setdefault(None if k is None else (id(k[0]), k[1]), (k, []))[1].append(g)
             total = _dist.reduce_totals([(k, group_sumsq(gs, grads[0].device, grad_scale, where=where))
                                          for k, gs in parts.values()])
@@ -172,6 +172,24 @@ class FusedOptimizer(Optimizer):
         if self.reduce_hook is not None:
             self.reduce_hook("global_sumsq", total)
         return total
+
+    def _global_keys(self, params: list):
+        """Per param, the all-reduce key of its partial sum of squares (distributed.reduce_key; ZeRO: the
+        ZeroRedundancyOptimizer's group), or None when nothing is distributed; cached per param list."""
+        ids = tuple(map(id, params))
+        cached = self.__dict__.get("_gkeys")
+        if cached is not None and cached[0] == ids:
+            return cached[1]
+        keys = None
+        if self._zero_group is not None or any(_dist.is_dtensor(p) for p in params):
+            names = {id(p): self._pname(gi, pi, g) for gi, g in enumerate(self.param_groups)
+                     for pi, p in enumerate(g["params"])}
+            for p in params:
+                if _dist.is_dtensor(p):
+                    _dist.check_layout(p, f"fusedopt.{type(self).__name__}: {names[id(p)]}")
+            keys = [_dist.reduce_key(p) if _dist.is_dtensor(p) else _dist.zero_key(self._zero_group) for p in params]
+        self._gkeys = (ids, keys)
+        return keys
 
     def _state_init_value(self, key: str, group) -> float:
         """Value a new per-element state starts at (default 0; Adagrad's sum: initial_accumulator_value)."""

@@ -4,6 +4,7 @@ float64 tensors and are updated by a few torch ops per step: no host sync."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Callable, Optional
 
 import torch
@@ -73,6 +74,15 @@ _PROTOCOL_DOC = """
 """
 
 
+class _KoalaState(defaultdict):
+    """KOALA's `state`: the per-param entries plus the global scalars under "koala". It is true only
+    when some param has state, as torch.optim's state before the first step: torch.distributed.checkpoint's
+    get/set_optimizer_state_dict create the states of an optimizer whose state is empty with a step."""
+
+    def __bool__(self):
+        return any(k != _GLOBAL for k in self)
+
+
 def _as_scalar(x, name: str, dev: torch.device) -> Tensor:
     """A float64 0-dim tensor on dev from a Python number or a one-element tensor (detached)."""
     if isinstance(x, Tensor):
@@ -105,6 +115,7 @@ class _KOALABase(FusedOptimizer):
                          differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
                          state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
         self._predicted = False
+        self.state = _KoalaState(dict, self.state)
         self.state[_GLOBAL] = self._initial_global(self._global_device())
 
     # -- globals --------------------------------------------------------------------------
@@ -163,6 +174,8 @@ class _KOALABase(FusedOptimizer):
             l64 = losses.to(device=dev, dtype=torch.float64)
             self._update(l64.mean(), l64.square().mean())
             return losses.mean()
+        if loss is None and self._init_only():
+            return None
         if loss is None:
             raise TypeError(f"fusedopt.{name}.step() needs the minibatch loss: call step(loss=..., loss_sq_mean=...) "
                             "after predict() and backward, or step(closure) with a closure that returns the "
@@ -177,6 +190,18 @@ class _KOALABase(FusedOptimizer):
         S = None if loss_sq_mean is None else _as_scalar(loss_sq_mean, "loss_sq_mean", dev)
         self._update(L, S)
         return loss
+
+    def _init_only(self) -> bool:
+        """step() without a loss while every lr is 0 and every param has a grad: the step that
+        torch.distributed.checkpoint's get/set_optimizer_state_dict take (zero grads, lr 0) to create the
+        states of a fresh optimizer. It creates them and updates nothing."""
+        if any(isinstance(g["lr"], Tensor) or float(g["lr"]) != 0.0 for g in self.param_groups):
+            return False
+        if any(p.grad is None for g in self.param_groups for p in g["params"]):
+            return False
+        for gi, group in enumerate(self.param_groups):
+            self._group_plan(gi, group, [p.grad for p in group["params"]])
+        return True
 
     def _update(self, L: Tensor, S: Optional[Tensor]):
         glob = self._global()
@@ -261,11 +286,29 @@ class _KOALABase(FusedOptimizer):
         self._predicted = False
 
     # -- state_dict ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """FusedOptimizer's, with the global scalars in ``param_groups[0]["koala"]`` (the "state" entry
+        holds per-param entries only, as torch.distributed.checkpoint's get_optimizer_state_dict needs)."""
+        sd = super().state_dict()
+        state = dict(sd["state"])
+        glob = state.pop(_GLOBAL, None)
+        sd["state"] = state
+        if glob is not None and sd["param_groups"]:
+            sd["param_groups"][0][_GLOBAL] = glob
+        return sd
+
     def load_state_dict(self, state_dict) -> None:
         """As FusedOptimizer.load_state_dict, plus the global scalars (copied, float64, onto the
-        first param's device). A state_dict without them (another optimizer's) starts them afresh."""
+        first param's device), from ``param_groups[0]["koala"]`` (or ``state["koala"]``, the earlier
+        format). A state_dict without them (another optimizer's) starts them afresh."""
+        groups = state_dict["param_groups"]
+        saved = groups[0].get(_GLOBAL) if groups else None
+        if saved is None:
+            saved = state_dict["state"].get(_GLOBAL)
         super().load_state_dict(state_dict)
-        saved = self.state.get(_GLOBAL)
+        for g in self.param_groups:
+            g.pop(_GLOBAL, None)
+        self.state = _KoalaState(dict, {k: v for k, v in self.state.items() if k != _GLOBAL})
         dev = self._global_device()
         fresh = self._initial_global(dev)
         if isinstance(saved, dict):
