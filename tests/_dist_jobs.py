@@ -618,3 +618,42 @@ def job_state_dict_conversions(rank, world):
             opt_p2.step()
         compare(opt_s, opt_p, sharded, plain, f"legacy 8-bit state_dict -> sharded, step {t}")
     compare(opt_p2, opt_p, plain2, plain, "sharded state_dict -> unsharded", want_dtensor=False)
+
+
+def job_q8_layout_change(rank, world, ckdir):
+    """An 8-bit checkpoint of a replicated 1-D param (8-bit) loaded by DCP where the param is Shard(0)
+    (32-bit states under the layout rule) is refused with the param's name, not read as values; after
+    fusedopt.dequantize_state_dict (a plain state_dict) it loads."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    mesh = init_device_mesh("cpu", (world,))
+    base = torch.randn(1024, generator=torch.Generator().manual_seed(0))
+
+    def model(placements):
+        m = torch.nn.Module()
+        m.b = torch.nn.Parameter(distribute(base.clone(), mesh, placements))
+        return m
+
+    src = model([Replicate()])
+    opt = fusedopt.AdamW(src.parameters(), lr=1e-2, state_bits=8, min_8bit_size=0)
+    src.b.grad = distribute(base.clone(), mesh, [Replicate()])
+    opt.step()
+    assert opt.state[src.b]["exp_avg"].dtype == torch.uint8
+    dcp.save({"optim": get_optimizer_state_dict(src, opt)}, checkpoint_id=ckdir)
+    dst = model([Shard(0)])
+    opt2 = fusedopt.AdamW(dst.parameters(), lr=1e-2, state_bits=8, min_8bit_size=0)
+    sd = {"optim": get_optimizer_state_dict(dst, opt2)}
+    assert sd["optim"]["state"]["b"]["exp_avg"].dtype == torch.float32  # 1-D under Shard(0): 32-bit
+    dcp.load(sd, checkpoint_id=ckdir)
+    try:
+        set_optimizer_state_dict(dst, opt2, sd["optim"])
+    except ValueError as e:
+        assert "8-bit states" in str(e) and "['params'][0]" in str(e) and "dequantize_state_dict" in str(e), e
+    else:
+        raise AssertionError("an 8-bit checkpoint loaded as 32-bit values was not refused")
+    plain = fusedopt.dequantize_state_dict(opt.state_dict())
+    opt2.load_state_dict(plain)
+    ref = fusedopt.dequantize_blockwise(opt.state[src.b]["exp_avg"].full_tensor(),
+                                        opt.state[src.b]["exp_avg_absmax"].full_tensor(), 256)
+    check_equal(opt2.state[dst.b]["exp_avg"], ref, "dequantized 8-bit state into a 32-bit sharded one")

@@ -66,6 +66,11 @@ def test_state_dict_conversions_plain_and_sharded():
     jobs.spawn("job_state_dict_conversions", 2)
 
 
+def test_dcp_refuses_8bit_codes_loaded_into_32bit_layout():
+    with tempfile.TemporaryDirectory() as ck:
+        jobs.spawn("job_q8_layout_change", 2, ck)
+
+
 def test_dcp_saved_on_2_ranks_resumes_on_1_and_4_as_uninterrupted():
     """get_optimizer_state_dict + dcp.save on 2 ranks, dcp.load + set_optimizer_state_dict on 1 and on
     4 ranks, 3 more steps: bitwise the uninterrupted one-process run for per-element rules (32-bit,

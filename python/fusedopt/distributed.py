@@ -155,14 +155,16 @@ class RowReduce:
         for i, k in enumerate(keys):
             if k is not None:
                 groups.setdefault((id(k[0]), k[1]), (k, []))[1].append(i)
-        self.parts = [(k, torch.tensor(rows), len(rows) == len(keys)) for k, rows in groups.values()]
+        self.parts = [[k, torch.tensor(rows), len(rows) == len(keys)] for k, rows in groups.values()]
 
     def __call__(self, sums: Tensor, ncols: Optional[int] = None) -> None:
-        for key, rows, every in self.parts:
+        for part in self.parts:
+            key, rows, every = part
             if every and ncols is None:
                 all_reduce_(sums, key)  # the common case: every row, every column
                 continue
-            rows = rows.to(sums.device) if rows.device != sums.device else rows
+            if rows.device != sums.device:  # moved once, kept on the sums' device
+                rows = part[1] = rows.to(sums.device)
             sel = sums.index_select(0, rows)
             if ncols is not None:
                 sel = sel[:, :ncols].contiguous()

@@ -511,6 +511,20 @@ class FusedOptimizer(Optimizer):
         return out
 
     # -- state_dict ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state_dict; a DTensor param of a state_bits=8 group also records the width of
+        its states ("state_bits": 8 or 32), so that a checkpoint loaded by torch.distributed.checkpoint
+        into a layout that keeps the other width (distributed.q8_absmax_shape) is refused by
+        load_state_dict instead of reading 8-bit codes as values."""
+        sd = super().state_dict()
+        pid = 0
+        for g in self.param_groups:
+            for p in g["params"]:
+                if g.get("state_bits") == 8 and _dist.is_dtensor(p) and pid in sd["state"]:
+                    sd["state"][pid] = dict(sd["state"][pid], state_bits=8 if self._is_8bit(p, g) else 32)
+                pid += 1
+        return sd
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict of this class or of the torch.optim equivalent.
 
@@ -535,6 +549,8 @@ class FusedOptimizer(Optimizer):
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
+        gi_of = {id(p): gi for gi, g in enumerate(self.param_groups) for p in g["params"]}
+        pi_of = {id(p): pi for g in self.param_groups for pi, p in enumerate(g["params"])}
         scalar_keys = {k for k, _ in RULES[self._rule].scalars}
         slot_keys = set(RULES[self._rule].slots)
         for pid, p in zip(ids, params):
@@ -553,6 +569,13 @@ class FusedOptimizer(Optimizer):
             # kept byte for byte, float states are quantized, 8-bit states dequantized.
             q8 = self._wants_8bit(p, group) and p.dtype != torch.float64
             block = group.get("block_size", 256)
+            st.pop("state_bits", None)
+            if saved.get("state_bits") == 8 and not any(k.endswith(ABSMAX_SUFFIX) for k in saved):
+                raise ValueError(f"fusedopt.{type(self).__name__}.load_state_dict: the checkpoint holds 8-bit states "
+                                 f"for {self._pname(gi_of[id(p)], pi_of[id(p)], group)} but they were loaded "
+                                 "without their absmax (torch.distributed.checkpoint into a layout that keeps "
+                                 "32-bit states for it; see docs/distributed.md): convert the checkpoint with "
+                                 "fusedopt.dequantize_state_dict or load it into the layout it was saved from")
             for key in [k for k in st if k in slot_keys or k.endswith(ABSMAX_SUFFIX)]:
                 del st[key]  # super() put the saved (possibly cast) tensors here
             for key, v in saved.items():
