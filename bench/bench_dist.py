@@ -4,10 +4,10 @@ of the sharded run next to the same step in one process.
 
     PYTHONPATH=python python bench/bench_dist.py [--world 2] [--layers 4] [--d 512] [--vocab 8192]
 
-Counts come from two places that must agree: fusedopt.distributed.STATS (the all-reduces fusedopt
-issues, with their payload bytes) and torch.distributed's own all_reduce / all_gather / broadcast /
-reduce_scatter / send / recv wrapped for the timed step (any collective, e.g. one a DTensor op would
-start). Bytes are the payload each rank hands to all_reduce (the wire traffic of a ring all-reduce is
+Counts come from three places that must agree: torch's CommDebugMode (every c10d and functional
+collective of the step, including any a DTensor operation would start), torch.distributed's
+all_reduce / all_gather / broadcast / ... wrapped for the step (with the tensors' bytes), and
+fusedopt.distributed.STATS (the all-reduces fusedopt issues). Bytes are the payload each rank hands to all_reduce (the wire traffic of a ring all-reduce is
 about 2 (world - 1) / world times that). Step times: median of `--steps` steps after 2 warm-ups.
 """
 from __future__ import annotations
@@ -127,6 +127,7 @@ def _worker(rank, world, port, args, queue):
     torch.set_num_threads(max(1, args.threads // world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.debug import CommDebugMode
 
     mesh = init_device_mesh("cpu", (world,))
     shapes = transformer_shapes(args.layers, args.d, args.vocab)
@@ -136,8 +137,9 @@ def _worker(rank, world, port, args, queue):
         opt = make(params) if make else None
         _one_step(opt, params, kind)  # states exist, plans built
         before = dict(fdist.STATS)
-        with _Counter() as c:
+        with _Counter() as c, CommDebugMode() as cdm:
             _one_step(opt, params, kind)
+        assert cdm.get_total_counts() == sum(c.calls.values()), (name, cdm.get_comm_counts(), c.calls)
         ours = fdist.STATS["all_reduce"] - before["all_reduce"]
         ours_bytes = fdist.STATS["bytes"] - before["bytes"]
         ms = _time(opt, params, kind, args.steps)
@@ -161,6 +163,18 @@ def _single(args) -> dict:
     return out
 
 
+def launch(worker, world: int, *args):
+    """worker(rank, world, port, *args, queue) on `world` spawned ranks (127.0.0.1, a free port); returns
+    what rank 0 put on the queue."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.start_processes(worker, args=(world, port, *args, queue), nprocs=world, join=True, start_method="spawn")
+    return queue.get()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--world", type=int, default=2)
@@ -172,15 +186,7 @@ def main():
     args = ap.parse_args()
     shapes = transformer_shapes(args.layers, args.d, args.vocab)
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    mp.start_processes(_worker, args=(args.world, port, args, queue), nprocs=args.world, join=True,
-                       start_method="spawn")
-    rows = queue.get()
+    rows = launch(_worker, args.world, args)
     single = _single(args)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# {len(shapes)} tensors, {numel / 1e6:.1f}M params (transformer: {args.layers} layers, d {args.d}, "

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "python"))
@@ -129,15 +127,7 @@ def main():
     ap.add_argument("--check-steps", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    mp.start_processes(worker, args=(args.world, port, args, queue), nprocs=args.world, join=True,
-                       start_method="spawn")
-    rows = queue.get()
+    rows = B.launch(worker, args.world, args)
     shapes = B.transformer_shapes(args.layers, args.d, args.vocab)
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
     dev = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"

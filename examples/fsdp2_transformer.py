@@ -112,8 +112,9 @@ def worker(rank, world, port, args, phase, ckdir, queue):
                  checkpoint_id=ckdir)
         if rank == 0:  # what the checkpoint holds for one weight: 8-bit codes + absmax, as DTensors
             st = get_optimizer_state_dict(model, opt)["state"]["blocks.0.linear1.weight"]
-            log.append(f"<!-- blocks.0.linear1.weight: exp_avg {st['exp_avg'].dtype} {tuple(st['exp_avg'].shape)} "
-                       f"{st['exp_avg'].placements}, exp_avg_absmax {tuple(st['exp_avg_absmax'].shape)} -->")
+            log.append(f"note: the checkpoint's blocks.0.linear1.weight: exp_avg {st['exp_avg'].dtype} "
+                       f"{tuple(st['exp_avg'].shape)} {st['exp_avg'].placements}, exp_avg_absmax float32 "
+                       f"{tuple(st['exp_avg_absmax'].shape)} {st['exp_avg_absmax'].placements}")
     elif phase == "resume":
         sd = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, opt)}
         dcp.load(sd, checkpoint_id=ckdir)
@@ -146,8 +147,8 @@ def main():
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--save-world", type=int, default=2)
     ap.add_argument("--resume-world", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--more", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--more", type=int, default=20)
     ap.add_argument("--out", default=None, help="also write the log as markdown here")
     args = ap.parse_args()
     t0 = time.time()
@@ -166,7 +167,9 @@ def main():
             "",
             "| run | ranks | step | loss | grad norm |",
             "|---|---:|---:|---:|---:|"]
-    text = "\n".join(head + log + ["", f"Wall time {time.time() - t0:.0f} s."])
+    rows = [line for line in log if line.startswith("|")]
+    notes = ["- " + line[len("note: "):] for line in log if line.startswith("note: ")]
+    text = "\n".join(head + rows + [""] + notes + [f"- Wall time {time.time() - t0:.0f} s."])
     print(text)
     if args.out:
         with open(args.out, "w") as f:

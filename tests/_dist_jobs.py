@@ -12,7 +12,6 @@ import copy
 import math
 import os
 import socket
-import tempfile
 import traceback
 
 import torch

@@ -27,43 +27,27 @@ from torch.distributed.tensor.placement_types import _StridedShard  # noqa: E402
 from . import _dist_jobs as jobs  # noqa: E402
 
 
-def test_every_class_on_shard0_fsdp_layout_equals_one_process():
-    """Every class (tests/specs.py's rules, LAMB/LARS/Adan clipping, Adafactor, KOALA, Lookahead, Gadam)
-    and 8-bit AdamW/Lion/SGD/Adam8bit(block 512)/LAMB on Shard(0) params of uneven and empty shards."""
-    jobs.spawn("job_rules", 2, "fsdp")
+# (job in tests/_dist_jobs.py, its arguments, ranks)
+JOBS = {
+    # every class (tests/specs.py's rules, LAMB/LARS/Adan clipping, Adafactor(Torch), KOALA-M/V, Lookahead,
+    # Gadam) and 8-bit AdamW/Lion/SGD/Adam8bit(block 512)/LAMB on Shard(0) params, uneven and empty shards
+    "every_class_shard0_fsdp_layout": ("job_rules", ("fsdp",), 2),
+    "every_class_tp_shard1_and_replicated": ("job_rules", ("tp",), 2),
+    "hsdp_and_shard0_x_shard1_on_2d_mesh": ("job_mesh2d", (), 4),
+    # the placements torch makes for FSDP2 x TP (_StridedShard included)
+    "parallelize_module_then_fully_shard": ("job_tp_fsdp", (), 4),
+    "fully_shard_backward_get_optimizer_state_dict": ("job_fsdp_backward", (), 2),
+    "ddp_with_no_sync_accumulation": ("job_ddp", (), 2),
+    "zero_redundancy_optimizer_global_sums": ("job_zero", (), 2),
+    "clip_grad_norm_on_dtensor_grads_and_bad_inputs": ("job_clip_and_errors", (), 2),
+    "state_dict_conversions_plain_and_sharded": ("job_state_dict_conversions", (), 2),
+}
 
 
-def test_every_class_on_tensor_parallel_shard1_and_replicated():
-    jobs.spawn("job_rules", 2, "tp")
-
-
-def test_hsdp_and_2d_mesh_on_4_ranks():
-    jobs.spawn("job_mesh2d", 4)
-
-
-def test_parallelize_module_then_fully_shard_on_4_ranks():
-    """The placements torch makes for FSDP2 x TP (_StridedShard included)."""
-    jobs.spawn("job_tp_fsdp", 4)
-
-
-def test_fully_shard_backward_and_get_optimizer_state_dict():
-    jobs.spawn("job_fsdp_backward", 2)
-
-
-def test_ddp_with_no_sync_accumulation():
-    jobs.spawn("job_ddp", 2)
-
-
-def test_zero_redundancy_optimizer_sums_global_quantities_over_ranks():
-    jobs.spawn("job_zero", 2)
-
-
-def test_clip_grad_norm_on_dtensor_grads_and_bad_inputs():
-    jobs.spawn("job_clip_and_errors", 2)
-
-
-def test_state_dict_conversions_plain_and_sharded():
-    jobs.spawn("job_state_dict_conversions", 2)
+@pytest.mark.parametrize("case", list(JOBS))
+def test_sharded_equals_one_process(case):
+    job, args, world = JOBS[case]
+    jobs.spawn(job, world, *args)
 
 
 def test_dcp_refuses_8bit_codes_loaded_into_32bit_layout():

@@ -24,28 +24,36 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-try:  # torch.distributed is optional (some builds lack it)
-    import torch.distributed as dist
-    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
-    from torch.distributed.tensor.placement_types import _StridedShard
-except ImportError:  # pragma: no cover - a torch without distributed support
-    dist = None
-    DTensor = None
+import torch.distributed as dist
 
 __all__ = ["is_dtensor", "local", "q8_absmax_shape", "SumBatch", "zero_group"]
 
+# torch.distributed.tensor is imported by whoever makes DTensors (fully_shard, parallelize_module, ...);
+# until then no param can be one, and importing fusedopt does not pay for importing it (~0.5 s).
+_DT_MODULE = "torch.distributed.tensor"
+
+
+def _dtensor_type():
+    m = sys.modules.get(_DT_MODULE)
+    return None if m is None else getattr(m, "DTensor", None)
+
 
 def is_dtensor(t) -> bool:
-    return DTensor is not None and isinstance(t, DTensor)
+    cls = _dtensor_type()
+    return cls is not None and isinstance(t, cls)
 
 
 def local(t):
     """The local shard of a DTensor (the same storage: in-place updates land in the DTensor), else t."""
-    return t._local_tensor if DTensor is not None and isinstance(t, DTensor) else t
+    cls = _dtensor_type()
+    return t._local_tensor if cls is not None and isinstance(t, cls) else t
 
 
 def _shard_dim(pl) -> Optional[int]:
     """The tensor dim a Shard / _StridedShard placement splits, None for Replicate; else raise."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.placement_types import _StridedShard
+
     if isinstance(pl, (Shard, _StridedShard)):
         return pl.dim
     if isinstance(pl, Replicate):
@@ -59,8 +67,9 @@ def check_layout(p: Tensor, where: str) -> None:
         try:
             _shard_dim(pl)
         except TypeError:
-            raise ValueError(f"{where} has placement {type(pl).__name__} ({pl}) on mesh dim {i}; fusedopt handles Shard, _StridedShard "
-                             "and Replicate placements (redistribute the param first)") from None
+            raise ValueError(f"{where} has placement {type(pl).__name__} ({pl}) on mesh dim {i}; fusedopt "
+                             "handles Shard, _StridedShard and Replicate placements (redistribute the param "
+                             "first)") from None
 
 
 def check_grad(p: Tensor, g: Tensor, where: str) -> None:
@@ -198,12 +207,12 @@ def zero_group():
     partition of whole params; a global quantity over all params (LAMB's and Adan's grad norm,
     KOALA's scalars) must then be summed over the ranks. Found by looking up the constructing
     frames (at construction only)."""
-    if dist is None or not dist.is_available() or not dist.is_initialized():
+    if not dist.is_available() or not dist.is_initialized():
         return None
-    try:
-        from torch.distributed.optim import ZeroRedundancyOptimizer
-    except ImportError:  # pragma: no cover
+    zero = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")  # imported by its users
+    if zero is None:
         return None
+    ZeroRedundancyOptimizer = zero.ZeroRedundancyOptimizer
     f = sys._getframe(1)
     for _ in range(12):
         if f is None:
@@ -222,6 +231,8 @@ def zero_key(group):
 # ---- states of DTensor params ---------------------------------------------------------------
 def wrap_like(t_local: Tensor, p: Tensor) -> Tensor:
     """A DTensor with p's mesh, placements, global shape and strides around the local tensor."""
+    from torch.distributed.tensor import DTensor
+
     return DTensor.from_local(t_local, p.device_mesh, p.placements, run_check=False, shape=p.shape,
                               stride=p.stride())
 
@@ -270,6 +281,8 @@ def q8_absmax_shape(p: Tensor, block: int, local_shape=None) -> Optional[tuple]:
 
 def wrap_absmax(am_local: Tensor, p: Tensor, block: int) -> Tensor:
     """The absmax DTensor of an 8-bit state of p from its local (1-D or shaped) absmax."""
+    from torch.distributed.tensor import DTensor
+
     gshape = q8_absmax_shape(p, block)
     lshape = q8_absmax_shape(p, block, p._local_tensor.shape)
     return DTensor.from_local(am_local.reshape(lshape), p.device_mesh, p.placements, run_check=False,
@@ -279,6 +292,8 @@ def wrap_absmax(am_local: Tensor, p: Tensor, block: int) -> Tensor:
 def to_local_of(v: Tensor, p: Tensor) -> Tensor:
     """The part of a saved value `v` (a DTensor of any layout, or a plain tensor with p's global shape)
     that belongs to this rank's shard of p: a plain tensor shaped like p's local shard."""
+    from torch.distributed.tensor import distribute_tensor
+
     if is_dtensor(v):
         if v.device_mesh != p.device_mesh or tuple(v.placements) != tuple(p.placements):
             v = v.redistribute(p.device_mesh, p.placements)
@@ -327,6 +342,8 @@ def localize_saved(saved: dict, p: Tensor, block: int, slot_keys, absmax_suffix:
 
 
 def _absmax_local(am: Tensor, p: Tensor, gshape: tuple) -> Tensor:
+    from torch.distributed.tensor import distribute_tensor
+
     if is_dtensor(am) and tuple(am.shape) == tuple(gshape):
         if am.device_mesh != p.device_mesh or tuple(am.placements) != tuple(p.placements):
             am = am.redistribute(p.device_mesh, p.placements)
@@ -339,6 +356,9 @@ def zeros_reduced(p: Tensor, shape, dim: int, keepdim: bool, dtype) -> Tensor:
     """Zeros for a statistic of p reduced over tensor dim `dim` (Adafactor's row / col factors):
     a DTensor on p's mesh whose placements follow p's (a placement sharding `dim` becomes Replicate:
     every rank holds the whole reduced statistic, kept equal by all-reducing its partial sums)."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor.placement_types import _StridedShard
+
     nd = p.dim()
     dim = dim % nd
     pls = []
@@ -361,6 +381,8 @@ def zeros_reduced(p: Tensor, shape, dim: int, keepdim: bool, dtype) -> Tensor:
 
 def place_like(v: Tensor, like: Tensor) -> Tensor:
     """A saved value v (DTensor of any layout, or a plain whole tensor) laid out as the DTensor `like`."""
+    from torch.distributed.tensor import DTensor
+
     if is_dtensor(v) and v.device_mesh == like.device_mesh and tuple(v.placements) == tuple(like.placements):
         return v
     return DTensor.from_local(to_local_of(v, like), like.device_mesh, like.placements, run_check=False,
@@ -371,7 +393,7 @@ def mean_over_ranks(L: Tensor, S: Optional[Tensor]):
     """(L, S) averaged over every rank of the default process group when torch.distributed runs with
     more than one rank (KOALA: the loss of the global batch, whatever the parallelism; equal per-rank
     batches assumed). One all-reduce of both values."""
-    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
         return L, S
     world = dist.get_world_size()
     both = torch.stack([L.reshape(()), (L if S is None else S).reshape(()).to(L.dtype)])

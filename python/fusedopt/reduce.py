@@ -148,8 +148,10 @@ def _sharded_total_norm(tensors: list, norm_type: float, out_dtype, where: str) 
     else:
         total = v.sum().pow(1.0 / norm_type)
     total = total.to(out_dtype)
+    from torch.distributed.tensor import DTensor, Replicate
+
     mesh = next(t.device_mesh for t in tensors if _dist.is_dtensor(t))
-    return _dist.DTensor.from_local(total, mesh, [_dist.Replicate()] * mesh.ndim, run_check=False)
+    return DTensor.from_local(total, mesh, [Replicate()] * mesh.ndim, run_check=False)
 
 
 def multi_tensor_sumsq(tensors: list, grad_scale: Optional[Tensor] = None, threads: int = 0):

@@ -15,9 +15,13 @@ and the base class wires the reduction engine in:
                          element-wise pass and handed as tensor_in (plus _tensor_in_extra columns);
   _passes = (...), _red_out = k   multi-pass rules: the first op writes k per-tensor sums into
                          tensor_out, each later op of _passes reads them as tensor_in.
-`reduce_hook` (None by default) is called as hook(kind, tensor) with kind "global_sumsq" or
-"tensor_sums" right after each reduction and before the element-wise pass that reads it: a
-distributed wrapper all-reduces the partial sums of sharded params there, in place.
+Right after each reduction and before the element-wise pass that reads it, the partial sums of
+DTensor params are all-reduced over the mesh dims that shard them (fusedopt.distributed; global sums
+under ZeroRedundancyOptimizer over its group), then `reduce_hook` (None by default) is called as
+hook(kind, tensor) with kind "global_sumsq" or "tensor_sums".
+
+DTensor params (FSDP2, tensor parallel): the kernels run on the local shards, states are DTensors laid
+out as the param (docs/distributed.md).
 
 Per-step host work: after the first step the tensor lists of each bucket are cached,
 so a step costs one pass over `p.grad` plus one op call per bucket. The cache is
@@ -54,6 +58,7 @@ def _dense(t: Tensor) -> bool:
             return False
         expected *= size
     return True
+
 
 class _Plan(list):
     """A group's buckets (a list), plus for DTensor params: `dtensor` (grads are unwrapped to their local
@@ -549,8 +554,7 @@ class FusedOptimizer(Optimizer):
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
-        gi_of = {id(p): gi for gi, g in enumerate(self.param_groups) for p in g["params"]}
-        pi_of = {id(p): pi for g in self.param_groups for pi, p in enumerate(g["params"])}
+        index_of = {id(p): (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
         scalar_keys = {k for k, _ in RULES[self._rule].scalars}
         slot_keys = set(RULES[self._rule].slots)
         for pid, p in zip(ids, params):
@@ -572,7 +576,7 @@ class FusedOptimizer(Optimizer):
             st.pop("state_bits", None)
             if saved.get("state_bits") == 8 and not any(k.endswith(ABSMAX_SUFFIX) for k in saved):
                 raise ValueError(f"fusedopt.{type(self).__name__}.load_state_dict: the checkpoint holds 8-bit states "
-                                 f"for {self._pname(gi_of[id(p)], pi_of[id(p)], group)} but they were loaded "
+                                 f"for {self._pname(*index_of[id(p)], group)} but they were loaded "
                                  "without their absmax (torch.distributed.checkpoint into a layout that keeps "
                                  "32-bit states for it; see docs/distributed.md): convert the checkpoint with "
                                  "fusedopt.dequantize_state_dict or load it into the layout it was saved from")
