@@ -9,6 +9,7 @@ tensor or over tensors: the sums of the shards are added in another order).
 from __future__ import annotations
 
 import copy
+import datetime
 import math
 import os
 import socket
@@ -37,8 +38,11 @@ def free_port() -> int:
 def _entry(rank, world, port, name, args):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
+    if "lo" in dict(socket.if_nameindex()).values():  # gloo on the loopback device, whatever the hostname
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a rank that fails leaves the others waiting in a collective: they give up after the timeout
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=300))
     try:
         globals()[name](rank, world, *args)
         dist.barrier()
