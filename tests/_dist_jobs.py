@@ -92,7 +92,7 @@ def set_grads(sharded, plain, step, scale=1.0):
     for ps, pp in zip(sharded, plain):
         full_g = (torch.randn(pp.shape, generator=g) * scale).to(pp.dtype)
         pp.grad = full_g.clone()
-        ps.grad = distribute(full_g.clone(), ps.device_mesh, ps.placements)
+        ps.grad = distribute(full_g.clone(), ps.device_mesh, ps.placements) if isinstance(ps, DTensor) else full_g.clone()
 
 
 def _fail(msg, a, b):
@@ -552,6 +552,26 @@ def job_clip_and_errors(rank, world):
         fusedopt.clip_grads_with_norm_(qs, 0.5, n_q)
         for i, (p, q) in enumerate(zip(ps, qs)):
             check_equal(p.grad, q.grad, f"clip_grads_with_norm_ grad {i} (norm {norm_type})", 1e-6)
+
+    # one group mixing two meshes, Shard(0), Shard(1), Replicate and plain params: each tensor is reduced
+    # over its own mesh dims, the global grad norm sums them all
+    mesh_b = init_device_mesh("cpu", (world,), mesh_dim_names=("b",))
+    lays = [(mesh, [Shard(0)]), (mesh_b, [Shard(1)]), (mesh_b, [Replicate()]), (None, None), (mesh_b, [Shard(0)])]
+    g = torch.Generator().manual_seed(5)
+    base = [torch.randn(s, generator=g) for s in [(6, 10), (5, 33), (4, 4), (9,), (7, 3)]]
+    sharded = [torch.nn.Parameter(distribute(b.clone(), m, lay) if m is not None else b.clone())
+               for b, (m, lay) in zip(base, lays)]
+    plain = [torch.nn.Parameter(b.clone()) for b in base]
+    for cls in (fusedopt.LAMB, fusedopt.LARS):
+        ss, pp = [torch.nn.Parameter(x.detach().clone()) for x in sharded], [torch.nn.Parameter(x.detach().clone())
+                                                                             for x in plain]
+        opt_s, opt_p = cls(ss, lr=1e-2), cls(pp, lr=1e-2)
+        for t in (1, 2):
+            set_grads(ss, pp, t, scale=4.0)
+            opt_s.step()
+            opt_p.step()
+            compare(opt_s, opt_p, ss, pp, f"{cls.__name__} on two meshes + plain, step {t}", CROSS_TOL,
+                    want_dtensor=False)
 
     def raises(fn, *patterns):
         try:
