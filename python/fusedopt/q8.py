@@ -85,9 +85,19 @@ def _dequant_entry(st: dict, block_size: int, dtype=torch.float32) -> dict:
         if not (isinstance(v, Tensor) and v.dtype == torch.uint8 and (key + ABSMAX_SUFFIX) in st):
             continue
         am = st[key + ABSMAX_SUFFIX]
-        out[key] = dequantize_blockwise(v.contiguous(), am.to(v.device), block_size, is_signed_key(key),
-                                        dtype).view(v.shape)
+        from . import distributed as _dist
+
+        if _dist.is_dtensor(v):  # a sharded state: each shard holds whole blocks (distributed.q8_absmax_shape)
+            loc = v._local_tensor
+            val = dequantize_blockwise(loc.contiguous(), _dist.local(am).reshape(-1), block_size, is_signed_key(key),
+                                       dtype).view(loc.shape)
+            out[key] = _dist.wrap_like(val, v)
+        else:
+            out[key] = dequantize_blockwise(v.contiguous(), am.to(v.device), block_size, is_signed_key(key),
+                                            dtype).view(v.shape)
         del out[key + ABSMAX_SUFFIX]
+        if "state_bits" in out:  # the width a sharded 8-bit optimizer records (FusedOptimizer.state_dict)
+            out["state_bits"] = 32
     return out
 
 

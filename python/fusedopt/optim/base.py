@@ -15,9 +15,13 @@ and the base class wires the reduction engine in:
                          element-wise pass and handed as tensor_in (plus _tensor_in_extra columns);
   _passes = (...), _red_out = k   multi-pass rules: the first op writes k per-tensor sums into
                          tensor_out, each later op of _passes reads them as tensor_in.
-`reduce_hook` (None by default) is called as hook(kind, tensor) with kind "global_sumsq" or
-"tensor_sums" right after each reduction and before the element-wise pass that reads it: a
-distributed wrapper all-reduces the partial sums of sharded params there, in place.
+Right after each reduction and before the element-wise pass that reads it, the partial sums of
+DTensor params are all-reduced over the mesh dims that shard them (fusedopt.distributed; global sums
+under ZeroRedundancyOptimizer over its group), then `reduce_hook` (None by default) is called as
+hook(kind, tensor) with kind "global_sumsq" or "tensor_sums".
+
+DTensor params (FSDP2, tensor parallel): the kernels run on the local shards, states are DTensors laid
+out as the param (docs/distributed.md).
 
 Per-step host work: after the first step the tensor lists of each bucket are cached,
 so a step costs one pass over `p.grad` plus one op call per bucket. The cache is
@@ -34,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from .. import distributed as _dist
 from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
 from ..q8 import ABSMAX_SUFFIX, OVERRIDE_ATTR, dequantize_blockwise, quantize_blockwise
 
@@ -55,6 +60,14 @@ def _dense(t: Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+class _Plan(list):
+    """A group's buckets (a list), plus for DTensor params: `dtensor` (grads are unwrapped to their local
+    shards each step) and `rows` (per bucket, the all-reduce of per-tensor partial sums, or None)."""
+    dtensor = False
+    rows: list = []
+
 
 _PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _ROUNDINGS = ("nearest", "stochastic", "kahan")
@@ -173,6 +186,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
         defaults["min_8bit_size"] = min_8bit_size
         defaults["block_size"] = block_size
         self._plans: dict = {}
+        self._zero_group = _dist.zero_group()  # built by ZeroRedundancyOptimizer: global sums over its group
         super().__init__(params, defaults)
 
     # -- subclass hooks ---------------------------------------------------------------
@@ -199,14 +213,42 @@ class FusedOptimizer(HookedLoad, Optimizer):
         device (a 0-dim float32 tensor), or None."""
         from ..reduce import group_sumsq
 
-        grads = [p.grad for g in self.param_groups if self._wants_global_sumsq(g)
-                 for p in g["params"] if p.grad is not None]
-        if not grads:
+        params = [p for g in self.param_groups if self._wants_global_sumsq(g) for p in g["params"] if p.grad is not None]
+        if not params:
             return None
-        total = group_sumsq(grads, grads[0].device, grad_scale, where=type(self).__name__)
+        where = type(self).__name__
+        grads = [_dist.local(p.grad) for p in params]
+        keys = self._global_keys(params)
+        if keys is not None:
+            # partial sums of sharded grads (ZeRO: of this rank's params), all-reduced per mesh dims
+            parts: dict = {}
+            for k, g in zip(keys, grads):
+                parts.setdefault(None if k is None else (id(k[0]), k[1]), (k, []))[1].append(g)
+            total = _dist.reduce_totals([(k, group_sumsq(gs, grads[0].device, grad_scale, where=where))
+                                         for k, gs in parts.values()])
+        else:
+            total = group_sumsq(grads, grads[0].device, grad_scale, where=where)
         if self.reduce_hook is not None:
             self.reduce_hook("global_sumsq", total)
         return total
+
+    def _global_keys(self, params: list):
+        """Per param, the all-reduce key of its partial sum of squares (distributed.reduce_key; ZeRO: the
+        ZeroRedundancyOptimizer's group), or None when nothing is distributed; cached per param list."""
+        ids = tuple(map(id, params))
+        cached = self.__dict__.get("_gkeys")
+        if cached is not None and cached[0] == ids:
+            return cached[1]
+        keys = None
+        if self._zero_group is not None or any(_dist.is_dtensor(p) for p in params):
+            names = {id(p): self._pname(gi, pi, g) for gi, g in enumerate(self.param_groups)
+                     for pi, p in enumerate(g["params"])}
+            for p in params:
+                if _dist.is_dtensor(p):
+                    _dist.check_layout(p, f"fusedopt.{type(self).__name__}: {names[id(p)]}")
+            keys = [_dist.reduce_key(p) if _dist.is_dtensor(p) else _dist.zero_key(self._zero_group) for p in params]
+        self._gkeys = (ids, keys)
+        return keys
 
     def _state_init_value(self, key: str, group) -> float:
         """Value a new per-element state starts at (default 0; Adagrad's sum: initial_accumulator_value)."""
@@ -291,6 +333,13 @@ class FusedOptimizer(HookedLoad, Optimizer):
 
     def _validate_param(self, p: Tensor, g: Tensor, gi: int, pi: int, group):
         where = f"fusedopt.{type(self).__name__}: {self._pname(gi, pi, group)}"
+        gp = p  # as the user sees it (a DTensor under FSDP2 / TP): its global numel decides 8-bit states
+        if _dist.is_dtensor(p):
+            _dist.check_layout(p, where)
+            _dist.check_grad(p, g, where)
+            p, g = p._local_tensor, g._local_tensor  # the kernels see the local shards
+        elif _dist.is_dtensor(g):
+            raise ValueError(f"{where} is a plain tensor but its grad is a DTensor")
         if torch.is_complex(p):
             raise ValueError(f"{where} is complex ({p.dtype}); complex params are not supported, "
                              "optimize torch.view_as_real(param) instead")
@@ -313,7 +362,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
                              "tensors in place, pass the base tensor instead")
         if p.numel() and g.stride() != p.stride():
             raise ValueError(f"{where}: grad strides {g.stride()} differ from param strides {p.stride()}")
-        ov = self._override(p)
+        ov = self._override(gp)
         if ov.get("state_bits") == 8 and not self._supports_8bit:
             raise ValueError(f"{where} has a state_bits=8 override (fusedopt.override), but fusedopt.{type(self).__name__} "
                              f"does not support 8-bit states ({self._no_8bit_reason})")
@@ -323,7 +372,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
         if ov.get("state_bits") == 8 and group.get("param_rounding", "nearest") != "nearest":
             raise ValueError(f"{where} has a state_bits=8 override (fusedopt.override), which cannot be combined with "
                              f"param_rounding={group['param_rounding']!r}")
-        if p.dtype == torch.float64 and self._wants_8bit(p, group):
+        if p.dtype == torch.float64 and self._wants_8bit(gp, group):
             raise ValueError(f"{where}: state_bits=8 needs float32, float16 or bfloat16 params (this one is "
                              "float64); put it in a param group with state_bits=32")
         if group.get("param_rounding", "nearest") != "nearest" and p.dtype != torch.bfloat16:
@@ -332,9 +381,11 @@ class FusedOptimizer(HookedLoad, Optimizer):
 
     def _wants_8bit(self, p: Tensor, group) -> bool:
         """8-bit states for this param: its state_bits (a fusedopt.override, e.g. register_32bit_state
-        or StableEmbedding, else the group's) is 8 and it has at least min_8bit_size elements."""
+        or StableEmbedding, else the group's) is 8 and it has at least min_8bit_size elements. A DTensor
+        param (global numel) also needs shard boundaries on block boundaries (distributed.q8_absmax_shape)."""
         bits = self._override(p).get("state_bits", group.get("state_bits", 32))
-        return bits == 8 and p.numel() >= group.get("min_8bit_size", 4096)
+        return (bits == 8 and p.numel() >= group.get("min_8bit_size", 4096)
+                and (not _dist.is_dtensor(p) or _dist.q8_absmax_shape(p, group.get("block_size", 256)) is not None))
 
     def _is_8bit(self, p: Tensor, group) -> bool:
         """Whether p's states are 8-bit: fixed when the state is created, read back from it."""
@@ -348,7 +399,11 @@ class FusedOptimizer(HookedLoad, Optimizer):
     @staticmethod
     def _quantized_state(src: Tensor, p: Tensor, key: str, block: int) -> tuple:
         """(codes, absmax) of the float values `src` for the state `key` of `p` (codes keep p's
-        strides: blocks follow the memory order, as the kernels walk it)."""
+        strides: blocks follow the memory order, as the kernels walk it). For a DTensor p: DTensors, from
+        `src`'s values on p's local shard (a DTensor laid out as p, or a local tensor)."""
+        if _dist.is_dtensor(p):
+            codes, am = FusedOptimizer._quantized_state(_dist.local(src), p._local_tensor, key, block)
+            return _dist.wrap_like(codes, p), _dist.wrap_absmax(am, p, block)
         codes = torch.empty_like(p, dtype=torch.uint8, memory_format=torch.preserve_format)
         flat = src.to(device=p.device, dtype=torch.float32)
         # the values in memory order of codes (same strides as p)
@@ -368,8 +423,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
         sdt = self._state_dtype_for(p, group)
         for key, on in zip(RULES[self._rule].slots, slots_on):
             if on and key not in state:
-                init = torch.full_like(p, self._state_init_value(key, group), dtype=sdt,
-                                       memory_format=torch.preserve_format)
+                init = _dist.full_like(p, self._state_init_value(key, group), sdt)
                 if q8:
                     state[key], state[key + ABSMAX_SUFFIX] = self._quantized_state(init, p, key,
                                                                                    group.get("block_size", 256))
@@ -379,7 +433,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
             if key not in state:
                 state[key] = torch.full((), init, dtype=torch.float32, device=p.device)
         if group.get("param_rounding") == "kahan" and "param_comp" not in state:
-            state["param_comp"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["param_comp"] = _dist.full_like(p, 0.0, p.dtype)
         return state
 
     # -- step ---------------------------------------------------------------------------
@@ -390,6 +444,8 @@ class FusedOptimizer(HookedLoad, Optimizer):
         slots_on = self._active_slots(group)
         kahan = group.get("param_rounding") == "kahan"
         buckets: dict = {}
+        rkeys: dict = {}  # per bucket: each tensor's all-reduce key of partial sums (DTensor params)
+        L = _dist.local   # the kernels see local shards; a plain tensor stays itself
         for pi, (p, g) in enumerate(zip(group["params"], grads)):
             if g is None:
                 continue
@@ -404,18 +460,23 @@ class FusedOptimizer(HookedLoad, Optimizer):
                 b = buckets[key] = (p.device, [], [], [[] for _ in range(len(slots_on) + len(scalars))], [], [],
                                     [[] for _ in slots_on] if q8 else None)
             b[1].append(pi)
-            b[2].append(p)
+            b[2].append(L(p))
+            rkeys.setdefault(key, []).append(_dist.reduce_key(p))
             for k, (skey, on) in enumerate(zip(RULES[self._rule].slots, slots_on)):
                 if on:
-                    b[3][k].append(st[skey])
+                    b[3][k].append(L(st[skey]))
                     if q8:
-                        b[6][k].append(st[skey + ABSMAX_SUFFIX])
+                        b[6][k].append(L(st[skey + ABSMAX_SUFFIX]))
             for k, (skey, _) in enumerate(scalars):
                 b[3][len(slots_on) + k].append(st[skey])
             b[4].append(st["step"])
             if kahan:
-                b[5].append(st["param_comp"])
-        return [_Bucket(b, k[3]) for k, b in buckets.items()]
+                b[5].append(L(st["param_comp"]))
+        plan = _Plan(_Bucket(b, k[3]) for k, b in buckets.items())
+        plan.dtensor = any(_dist.is_dtensor(p) for p in group["params"])
+        if plan.dtensor:
+            plan.rows = [_dist.RowReduce(ks) if any(ks) else None for ks in rkeys.values()]
+        return plan
 
     def _group_plan(self, gi: int, group, grads: list, compiling: bool = False) -> list:
         """_build_plan of group gi, cached between steps (rebuilt when the params with grads or the
@@ -425,8 +486,13 @@ class FusedOptimizer(HookedLoad, Optimizer):
         # the slots in use are part of the key: a group may switch on momentum / amsgrad later
         mask = (tuple(g is not None for g in grads), self._active_slots(group))
         cached = self._plans.get(gi)
+        if cached is not None and cached[1].dtensor:  # FSDP2 may swap a sharded param's local tensor
+            mask += (tuple(id(_dist.local(p)) for p in group["params"]),)
         if cached is None or cached[0] != mask:
-            cached = (mask, self._build_plan(gi, group, grads))
+            plan = self._build_plan(gi, group, grads)
+            if plan.dtensor:
+                mask = mask[:2] + (tuple(id(_dist.local(p)) for p in group["params"]),)
+            cached = (mask, plan)
             self._plans[gi] = cached
         return cached[1]
 
@@ -453,6 +519,8 @@ class FusedOptimizer(HookedLoad, Optimizer):
             plan = self._group_plan(gi, group, grads, compiling)
             if not plan:
                 continue
+            if plan.dtensor:
+                grads = [_dist.local(g) for g in grads]
             hyper = self._hyper(group)
             flags = self._group_flags(group)
             lr = group["lr"]
@@ -462,8 +530,9 @@ class FusedOptimizer(HookedLoad, Optimizer):
                 lr_f0, lr_t0 = float(lr), None
             kernel = op(self._rule)
             block = group.get("block_size", 256)
-            for bucket in plan:
+            for bi, bucket in enumerate(plan):
                 device, idx, params, states, steps, comps, absmax = bucket
+                rows = plan.rows[bi] if plan.dtensor else None
                 lr_f, lr_t = (lr_f0, lr_t0) if bucket.lr_scale == 1.0 else (
                     lr_f0 * bucket.lr_scale, None if lr_t0 is None else lr_t0 * bucket.lr_scale)
                 # 8-bit states: one flat absmax list, list-major over the state lists in use
@@ -479,7 +548,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
                     extra["global_in"] = None if gsq is None or not self._wants_global_sumsq(group) else (
                         gsq if gsq.device == device else gsq.to(device))
                 if self._pre_reduce:
-                    extra["tensor_in"] = self._pre_reduced(group, idx, params, bgrads, gs)
+                    extra["tensor_in"] = self._pre_reduced(group, bucket, bgrads, gs, rows, compiling)
                 if self._red_out:
                     extra["tensor_out"] = torch.empty((len(params), self._red_out), dtype=torch.float32,
                                                       device=device)
@@ -489,8 +558,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
                            **extra)
                     sums = extra.get("tensor_out")
                     for later in self._passes:
-                        if self.reduce_hook is not None:
-                            self.reduce_hook("tensor_sums", sums)
+                        self._reduced("tensor_sums", sums, rows)
                         # grads were unscaled in place by the first pass: no grad_scale here
                         more = {"global_in": extra["global_in"]} if "global_in" in extra else {}
                         op(later)(params, bgrads, *states, steps, comps, hyper=hyper, lr=lr_f, lr_tensor=lt,
@@ -503,27 +571,51 @@ class FusedOptimizer(HookedLoad, Optimizer):
                     raise
         return loss
 
-    def _pre_reduced(self, group, idx, params, grads, grad_scale):
+    def _reduced(self, kind: str, sums: Tensor, rows=None, ncols=None):
+        """After a reduction: all-reduce the partial sums of sharded params (`rows`, a
+        distributed.RowReduce; the first `ncols` columns), then the user's reduce_hook."""
+        if rows is not None:
+            rows(sums, ncols)
+        if self.reduce_hook is not None:
+            self.reduce_hook(kind, sums)
+
+    def _pre_reduced(self, group, bucket, grads, grad_scale, rows=None, compiling=False):
         """tensor_in of a rule with _pre_reduce: [n, k] float32 per-tensor sums of squares of the
         named lists (grads unscaled by grad_scale), then the _tensor_in_extra columns."""
+        idx, params = bucket[1], bucket[2]
         cols = []
         for name in self._pre_reduce:
             lst = params if name == "params" else grads
             per, _ = torch.ops.fusedopt.multi_tensor_sumsq(lst, grad_scale=grad_scale if name == "grads" else None)
             cols.append(per.float())
-        # the extra columns depend on the params only: built once per bucket (no host-to-device copy per step)
-        cache = self.__dict__.setdefault("_extra_cols", {})
-        key = tuple(id(p) for p in params)
-        if key not in cache:
-            extra = self._tensor_in_extra(group, idx, params)
-            cache[key] = [torch.tensor(c, dtype=torch.float32).to(params[0].device) for c in extra]
-        cols += cache[key]
+        # the extra columns depend on the params only: kept on the (cached) bucket, so a step makes no
+        # host-to-device copy; rebuilt inside a torch.compile trace, where plans are not cached
+        extra_cols = getattr(bucket, "extra_cols", None)
+        if extra_cols is None:
+            extra = self._tensor_in_extra(group, idx, [group["params"][i] for i in idx])
+            extra_cols = [torch.tensor(c, dtype=torch.float32, device=params[0].device) for c in extra]
+            if not compiling:
+                bucket.extra_cols = extra_cols
+        cols += extra_cols
         out = torch.stack(cols, 1).contiguous()
-        if self.reduce_hook is not None:
-            self.reduce_hook("tensor_sums", out)
+        self._reduced("tensor_sums", out, rows, len(self._pre_reduce) if extra_cols else None)
         return out
 
     # -- state_dict ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state_dict; a DTensor param of a state_bits=8 group also records the width of
+        its states ("state_bits": 8 or 32), so that a checkpoint loaded by torch.distributed.checkpoint
+        into a layout that keeps the other width (distributed.q8_absmax_shape) is refused by
+        load_state_dict instead of reading 8-bit codes as values."""
+        sd = super().state_dict()
+        pid = 0
+        for g in self.param_groups:
+            for p in g["params"]:
+                if g.get("state_bits") == 8 and _dist.is_dtensor(p) and pid in sd["state"]:
+                    sd["state"][pid] = dict(sd["state"][pid], state_bits=8 if self._is_8bit(p, g) else 32)
+                pid += 1
+        return sd
+
     def _load_state(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict of this class or of the torch.optim equivalent (load_state_dict).
 
@@ -549,6 +641,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
+        index_of = {id(p): (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
         scalar_keys = {k for k, _ in RULES[self._rule].scalars}
         slot_keys = set(RULES[self._rule].slots)
         for pid, p in zip(ids, params):
@@ -557,11 +650,23 @@ class FusedOptimizer(HookedLoad, Optimizer):
             st = self.state[p]
             group = group_of[id(p)]
             saved = saved_state[pid]
+            if _dist.is_dtensor(p):  # sharded or whole saved tensors -> this rank's part (wrapped below)
+                saved = _dist.localize_saved(saved, p, saved_block.get(pid, 256), slot_keys, ABSMAX_SUFFIX)
+            elif any(_dist.is_dtensor(v) for v in saved.values()):  # a sharded state into a plain param
+                saved = {k: _dist.full_value(v) for k, v in saved.items()}
+                saved = {k: v.reshape(-1) if k.endswith(ABSMAX_SUFFIX) else v for k, v in saved.items()}
             # 8-bit or not is this optimizer's decision for this param (state_bits, min_8bit_size,
             # register_32bit_state); saved states are converted to it: 8-bit codes + absmax are
             # kept byte for byte, float states are quantized, 8-bit states dequantized.
             q8 = self._wants_8bit(p, group) and p.dtype != torch.float64
             block = group.get("block_size", 256)
+            st.pop("state_bits", None)
+            if saved.get("state_bits") == 8 and not any(k.endswith(ABSMAX_SUFFIX) for k in saved):
+                raise ValueError(f"fusedopt.{type(self).__name__}.load_state_dict: the checkpoint holds 8-bit states "
+                                 f"for {self._pname(*index_of[id(p)], group)} but they were loaded "
+                                 "without their absmax (torch.distributed.checkpoint into a layout that keeps "
+                                 "32-bit states for it; see docs/distributed.md): convert the checkpoint with "
+                                 "fusedopt.dequantize_state_dict or load it into the layout it was saved from")
             for key in [k for k in st if k in slot_keys or k.endswith(ABSMAX_SUFFIX)]:
                 del st[key]  # super() put the saved (possibly cast) tensors here
             for key, v in saved.items():
@@ -591,3 +696,8 @@ class FusedOptimizer(HookedLoad, Optimizer):
                 else:
                     nv = v.to(device=p.device, copy=True)
                 st[key] = nv
+            if _dist.is_dtensor(p):
+                for key, v in st.items():
+                    if isinstance(v, Tensor) and not _dist.is_dtensor(v) and v.dim() > 0:
+                        st[key] = (_dist.wrap_absmax(v, p, block) if key.endswith(ABSMAX_SUFFIX)
+                                   else _dist.wrap_like(v, p))
