@@ -561,7 +561,8 @@ def _raw_op_call(opt):
     states = [[opt.state[p][k] for p in params] if a else [] for k, a in zip(slots, on)]
     steps = [opt.state[p]["step"] for p in params]
     kernel = fused_op(opt._rule)
-    hyper, flags, lr = opt._hyper(group), opt._group_flags(group), float(group["lr"])
+    hyper = OP_RULES[opt._rule].pack_hyper(opt._hyper(group))
+    flags, lr = opt._group_flags(group), float(group["lr"])
 
     @torch.no_grad()  # as in step(): with grad mode on, the autograd fallback adds its own cost
     def call():

@@ -323,7 +323,8 @@ def _lamb1_call(opt, ps, states, absmax, out):
     gsq = opt._global_sumsq(None)
     torch.ops.fusedopt.lamb1_(ps, [p.grad for p in ps], [s["exp_avg"] for s in states],
                               [s["exp_avg_sq"] for s in states], [s["step"] for s in states], [],
-                              hyper=opt._hyper(group), lr=group["lr"], flags=opt._group_flags(group),
+                              hyper=fusedopt._ops.RULES["lamb1"].pack_hyper(opt._hyper(group)), lr=group["lr"],
+                              flags=opt._group_flags(group),
                               state_absmax=absmax, block_size=256, tensor_out=out, global_in=gsq)
 
 

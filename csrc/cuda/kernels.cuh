@@ -22,7 +22,7 @@ void kernel_of(const Launch& L) {
 #define FO_FILL_NAME_(s) fill_shard_##s
 #define FO_FILL_NAME(s) FO_FILL_NAME_(s)
 void FO_FILL_NAME(FO_SHARD)(Kernel* table) {
-#define FO_FILL(op, Rule, states) \
+#define FO_FILL(op, Rule) \
   if constexpr (kRule_##op % FO_NUM_SHARDS == FO_SHARD) table[kRule_##op] = &kernel_of<kRule_##op, rules::Rule>;
   FO_ELEMENTWISE_RULES(FO_FILL)
 #undef FO_FILL

@@ -27,4 +27,4 @@ class Adadelta(FusedOptimizer):
                          **options)
 
     def _hyper(self, group):
-        return [group["rho"], group["eps"], group["weight_decay"]]
+        return dict(rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"])

@@ -2,7 +2,6 @@
 defaults, param_group keys and state keys), each step one fused kernel per bucket."""
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["Adam", "AdamW", "Adamax"]
@@ -41,18 +40,15 @@ class Adam(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (True, True, bool(group["amsgrad"]))
-
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        flags = (1 << VARIANT_SHIFT) if group["amsgrad"] else 0
-        if group.get("decoupled_weight_decay", False):
-            flags |= 1 << RULE_FLAG_SHIFT
-        return flags
+    def _flags(self, group):
+        return dict(decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)))
+
+    def _variant(self, group):
+        return dict(amsgrad=bool(group["amsgrad"]))
 
 
 class AdamW(Adam):
@@ -61,6 +57,7 @@ class AdamW(Adam):
     Arguments and defaults as torch.optim.AdamW: ``lr``, ``betas``, ``eps``, ``weight_decay`` (1e-2,
     decoupled: ``p *= 1 - lr * weight_decay`` before the Adam step), ``amsgrad``, ``maximize``.
 """ + _FUSED_DOC
+    _rule = "adamw"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
@@ -68,6 +65,9 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, **options)
+
+    def _flags(self, group):
+        return {}  # the adamw op always decouples
 
 
 class Adamax(FusedOptimizer):
@@ -91,4 +91,4 @@ class Adamax(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"])

@@ -6,12 +6,11 @@ place every step, as the official code does.
 """
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
+from .._ops import RULES
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["AdaBelief", "ACProp"]
 
-_DECOUPLED, _FIXED, _RECTIFY, _DEGENERATE, _MOMENTUM_UPDATE = 1, 2, 4, 8, 16
 
 _FUSED_DOC = """
     fusedopt extras (keyword-only): ``maximize``, ``state_dtype`` (None = float32, or
@@ -42,18 +41,15 @@ class _BeliefBase(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (True, True, bool(group["amsgrad"]))
-
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        bits = ((_DECOUPLED if group["weight_decouple"] else 0) | (_FIXED if group["fixed_decay"] else 0)
-                | (_RECTIFY if group["rectify"] else 0) | (_DEGENERATE if group["degenerated_to_sgd"] else 0)
-                | (_MOMENTUM_UPDATE if group.get("momentum_update", False) else 0))
-        return (bits << RULE_FLAG_SHIFT) | ((1 << VARIANT_SHIFT) if group["amsgrad"] else 0)
+    def _flags(self, group):  # ACProp adds momentum_update
+        return {k: bool(group[k]) for k in RULES[self._rule].flags}
+
+    def _variant(self, group):
+        return dict(amsgrad=bool(group["amsgrad"]))
 
 
 class AdaBelief(_BeliefBase):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed as _dist
-from .._ops import VARIANT_SHIFT, op
+from .._ops import RULES, op
 from .adam import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
@@ -133,14 +133,11 @@ class _KOALABase(FusedOptimizer):
         return self.alpha_r * glob["R"] + (1.0 - self.alpha_r) * loss_sq_mean
 
     # -- FusedOptimizer hooks ----------------------------------------------------------------
-    def _active_slots(self, group):
-        return (self._momentum, self._momentum)
+    def _hyper(self, group):  # koala_norms and koala take the same
+        return dict(weight_decay=float(group["weight_decay"]))
 
-    def _hyper(self, group):
-        return [float(group["weight_decay"])]
-
-    def _rule_flags(self, group):
-        return (1 << VARIANT_SHIFT) if self._momentum else 0
+    def _variant(self, group):
+        return dict(momentum=self._momentum)
 
     # -- step -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -220,7 +217,7 @@ class _KOALABase(FusedOptimizer):
                 continue
             if plan.dtensor:
                 grads = [_dist.local(g) for g in grads]
-            hyper = self._hyper(group)
+            hyper = RULES["koala"].pack_hyper(self._hyper(group))
             flags = self._group_flags(group)
             wd = float(group["weight_decay"])
             lr = group["lr"]
@@ -445,8 +442,8 @@ class MomentumKOALA(_KOALABase):
         for gi, group in enumerate(self.param_groups):
             for device, params, states, steps, comps, rows, numel in self._predict_plan(gi, group):
                 out = torch.zeros((len(params), 1), dtype=torch.float32, device=device)
-                move(params, *states, steps, comps, hyper=[self.a], lr=0.0, flags=self._group_flags(group) & ~(
-                    1 << VARIANT_SHIFT), tensor_out=out)
+                move(params, *states, steps, comps, hyper=RULES["koala_predict"].pack_hyper(dict(a=self.a)), lr=0.0,
+                     flags=RULES["koala_predict"].pack_flags() | self._engine_flags(group), tensor_out=out)
                 if rows is not None:
                     rows(out)
                 sq = sq + out.to(device=dev, dtype=torch.float64).sum()

@@ -6,7 +6,6 @@ from typing import Callable, Optional
 
 from torch import Tensor
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
 from .adam import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
@@ -76,12 +75,11 @@ class LAMB(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"], float(group["max_grad_norm"])]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"],
+                    max_grad_norm=float(group["max_grad_norm"]))
 
-    def _rule_flags(self, group):
-        f = (1 if group["adam_w_mode"] else 0) | (2 if group["bias_correction"] else 0)
-        f |= (4 if group["grad_averaging"] else 0) | (8 if group["use_nvlamb"] else 0)
-        return f << RULE_FLAG_SHIFT
+    def _flags(self, group):
+        return {k: bool(group[k]) for k in ("adam_w_mode", "bias_correction", "grad_averaging", "use_nvlamb")}
 
 
 FusedLAMB = LAMB
@@ -129,16 +127,13 @@ class LARS(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (float(group["momentum"]) > 0,)
-
     def _tensor_in_extra(self, group, idx, params):
         fn = self.exclude_fn
         return [[0.0 if fn is not None and fn(p) else 1.0 for p in params]]
 
-    def _hyper(self, group):
-        return [group["momentum"], group["weight_decay"], group["trust_coefficient"], group["eps"]]
+    def _hyper(self, group):  # the variant "momentum" (a buffer) follows momentum != 0 (lars.h)
+        return dict(momentum=group["momentum"], weight_decay=group["weight_decay"],
+                    trust_coefficient=group["trust_coefficient"], eps=group["eps"])
 
-    def _rule_flags(self, group):
-        f = (1 if group["nesterov"] else 0) | (2 if group["trust_clip"] else 0)
-        return (f << RULE_FLAG_SHIFT) | ((1 << VARIANT_SHIFT) if float(group["momentum"]) > 0 else 0)
+    def _flags(self, group):
+        return dict(nesterov=bool(group["nesterov"]), trust_clip=bool(group["trust_clip"]))

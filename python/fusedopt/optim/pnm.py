@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
 from .adam import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
@@ -65,10 +64,10 @@ class PNM(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b0 = group["betas"]
-        return [b1, b0, group["weight_decay"]]
+        return dict(beta1=b1, beta0=b0, weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        return 0 if group["decoupled"] else (1 << RULE_FLAG_SHIFT)
+    def _flags(self, group):
+        return dict(decoupled=bool(group["decoupled"]))
 
 
 class AdaPNM(FusedOptimizer):
@@ -100,18 +99,15 @@ class AdaPNM(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (True, True, True, bool(group["amsgrad"]))
-
     def _hyper(self, group):
         b1, b2, b0 = group["betas"]
-        return [b1, b2, b0, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, beta0=b0, eps=group["eps"], weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        flags = (1 << VARIANT_SHIFT) if group["amsgrad"] else 0
-        if not group["decoupled"]:
-            flags |= 1 << RULE_FLAG_SHIFT
-        return flags
+    def _flags(self, group):
+        return dict(decoupled=bool(group["decoupled"]))
+
+    def _variant(self, group):
+        return dict(amsgrad=bool(group["amsgrad"]))
 
 
 class Adan(FusedOptimizer):
@@ -160,10 +156,11 @@ class Adan(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b2, b3 = group["betas"]
-        return [b1, b2, b3, group["eps"], group["weight_decay"], float(group.get("max_grad_norm", 0.0))]
+        return dict(beta1=b1, beta2=b2, beta3=b3, eps=group["eps"], weight_decay=group["weight_decay"],
+                    max_grad_norm=float(group.get("max_grad_norm", 0.0)))
 
-    def _rule_flags(self, group):
-        return (1 << RULE_FLAG_SHIFT) if group["no_prox"] else 0
+    def _flags(self, group):
+        return dict(no_prox=bool(group["no_prox"]))
 
 
 class Lion(FusedOptimizer):
@@ -201,4 +198,4 @@ class Lion(FusedOptimizer):
         if group.get("decoupled_weight_decay", False):
             init_lr = self.defaults["lr"]  # the constructor's lr, as lucidrains' _init_lr
             wd = wd / float(init_lr)
-        return [b1, b2, wd]
+        return dict(beta1=b1, beta2=b2, weight_decay=wd)

@@ -2,7 +2,6 @@
 keys and state keys), each step one fused kernel per bucket."""
 from __future__ import annotations
 
-from .._ops import VARIANT_SHIFT
 from .adam import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
@@ -33,12 +32,9 @@ class RMSprop(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, capturable=capturable, differentiable=differentiable,
                          **options)
 
-    def _active_slots(self, group):
-        return (True, group["momentum"] > 0, bool(group["centered"]))
+    def _hyper(self, group):  # the variant "momentum" (a buffer) follows momentum != 0 (rmsprop.h)
+        return dict(alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                    momentum=group["momentum"])
 
-    def _hyper(self, group):
-        return [group["alpha"], group["eps"], group["weight_decay"], group["momentum"]]
-
-    def _rule_flags(self, group):
-        variant = (1 if group["momentum"] > 0 else 0) | (2 if group["centered"] else 0)
-        return variant << VARIANT_SHIFT
+    def _variant(self, group):
+        return dict(centered=bool(group["centered"]))
