@@ -31,7 +31,7 @@ def test_compiled_step_fullgraph_no_recompile_on_lr_change(spec, backend):
     x, y = torch.randn(32, 8), torch.randn(32, 1)
     counter = torch._dynamo.testing.CompileCounterWithBackend(backend)
 
-    @torch.compile(fullgraph=True, backend=counter)
+    @torch.compile(fullgraph=spec.compile_fullgraph, backend=counter)
     def compiled_step():
         opt.step()
 
@@ -43,5 +43,6 @@ def test_compiled_step_fullgraph_no_recompile_on_lr_change(spec, backend):
             step()  # first step eager: it creates the state
         for p, q in zip(model.parameters(), model2.parameters()):
             assert torch.equal(p, q), f"step {i}"
-    assert counter.frame_count == 1, "changing the tensor lr must not recompile"
+    if spec.compile_fullgraph:
+        assert counter.frame_count == 1, "changing the tensor lr must not recompile"
     assert all(opt.state[p]["step"].item() == 5 for p in model.parameters())

@@ -250,6 +250,8 @@ def test_8bit_update_matches_requantized_fp32_rule(spec, opts):
                 for i, p in enumerate(ps) if ours.state[p]}
         ours.step()
         ref.step()
+        if t == 1 and "param" in fusedopt._ops.RULES[spec.ours._rule].inits.values():
+            continue  # a state that starts as the param (Schedule-Free's z) starts quantized in ours: from the resync on
         ctx = f"{spec.id(opts)} step {t}"
         for i, (p, q) in enumerate(zip(ps, qs)):
             assert_close(p, q, msg=f"{ctx} param {i}", rtol=0, atol=0)

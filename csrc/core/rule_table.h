@@ -25,6 +25,8 @@
 #include "rules/lamb.h"
 #include "rules/lars.h"
 #include "rules/koala.h"
+#include "rules/ademamix.h"
+#include "rules/schedulefree.h"
 
 #define FO_ELEMENTWISE_RULES(X)        \
   X(adam, Adam)                        \
@@ -52,7 +54,9 @@
   X(lars, Lars)                        \
   X(koala_predict, KoalaPredict)       \
   X(koala_norms, KoalaNorms)           \
-  X(koala, Koala)
+  X(koala, Koala)                      \
+  X(ademamix, AdEMAMix)                \
+  X(schedulefree_adamw, ScheduleFreeAdamW)
 
 namespace fusedopt {
 

@@ -29,6 +29,8 @@ from . import nn  # noqa: F401
 from .optim.lamb import LAMB, FusedLAMB, LARS
 from .optim.adafactor import Adafactor, AdafactorTorch
 from .optim.koala import KOALA, MomentumKOALA, VanillaKOALA
+from .optim.ademamix import AdEMAMix
+from .optim.schedulefree import AdamWScheduleFree
 from .factory import create_optimizer, list_optimizers, override
 from .offload import CPUOffloadOptimizer
 
@@ -42,6 +44,7 @@ __all__ += ["LinearWarmup", "InverseSqrtWarmup", "IALR", "scale_lr"]
 __all__ += ["LAMB", "FusedLAMB", "LARS"]
 __all__ += ["Adafactor", "AdafactorTorch"]
 __all__ += ["KOALA", "VanillaKOALA", "MomentumKOALA"]
+__all__ += ["AdEMAMix", "AdamWScheduleFree"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
 __all__ += ["hessian", "LanczosLR", "gradinit"]
 __all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]

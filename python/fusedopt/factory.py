@@ -30,7 +30,9 @@ from .optim.adafactor import Adafactor, AdafactorTorch
 from .optim.adadelta import Adadelta
 from .optim.adagrad import Adagrad
 from .optim.adam import Adam, Adamax, AdamW
+from .optim.ademamix import AdEMAMix
 from .optim.base import FusedOptimizer
+from .optim.schedulefree import AdamWScheduleFree
 from .optim.belief import ACProp, AdaBelief
 from .optim.bnb import Adagrad8bit, Adam8bit, AdamW8bit, Lion8bit, RMSprop8bit, SGD8bit
 from .optim.diffgrad import DiffGrad
@@ -80,6 +82,8 @@ RULES: dict[str, RuleInfo] = {
     "adapnm": RuleInfo(AdaPNM, "adaptive positive-negative momentum", num_betas=3),
     "adan": RuleInfo(Adan, "Adan (adaptive Nesterov momentum)", num_betas=3),
     "lion": RuleInfo(Lion, "Lion (sign momentum)", has_eps=False),
+    "ademamix": RuleInfo(AdEMAMix, "AdEMAMix (bitsandbytes semantics)", num_betas=3),
+    "adamwschedulefree": RuleInfo(AdamWScheduleFree, "Schedule-Free AdamW (the authors' schedulefree; train()/eval())"),
     "lamb": RuleInfo(LAMB, "LAMB (apex FusedLAMB semantics)"),
     "lars": RuleInfo(LARS, "LARS (the paper's form)", has_betas=False, has_momentum=True),
     "adafactor": RuleInfo(Adafactor, "Adafactor (transformers semantics)", has_eps=False, has_betas=False),
