@@ -2,7 +2,7 @@
 keys and state keys), each step one fused kernel per bucket."""
 from __future__ import annotations
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["Adagrad"]

@@ -1,7 +1,7 @@
 """AdEMAMix (csrc/core/rules/ademamix.h), fused: bitsandbytes' AdEMAMix arguments, defaults and update."""
 from __future__ import annotations
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["AdEMAMix"]

@@ -108,6 +108,36 @@ def check_betas(betas, n: int = 2):
         raise ValueError(f"Invalid betas: {betas} (need {n} values)")
 
 
+def _check_betas_ranges(betas, ranges):
+    """Each beta in its range (checked index by index, so an out-of-range value is named before a
+    wrong count), then the count. ranges[i] = (lo, hi or None, hi_open)."""
+    for i, b in enumerate(betas):
+        if isinstance(b, Tensor):
+            raise ValueError(f"betas[{i}] as a Tensor is not supported by fusedopt; pass a float")
+        if i < len(ranges):
+            lo, hi, hi_open = ranges[i]
+            _check_scalar(f"beta parameter at index {i}", b, lo, hi, hi_open)
+    if len(betas) != len(ranges):
+        raise ValueError(f"Invalid betas: {betas} (need {len(ranges)} values)")
+
+
+_UNIT = (0.0, 1.0, True)  # [0, 1)
+_NONNEG = (0.0, None, True)  # >= 0 (beta0 of PNM: default 1.0)
+
+
+# The storage options every class documents (its docstring ends with this)
+_FUSED_DOC = """
+    fusedopt extras (keyword-only): ``state_dtype`` (None = float32, or torch.bfloat16) and
+    ``param_rounding`` ("nearest", or for bfloat16 params "stochastic" / "kahan").
+    ``foreach`` is accepted and ignored (always fused); ``fused=False`` and
+    ``differentiable=True`` are refused. ``capturable`` is accepted: steps live on the param's
+    device and lr / found_inf / grad_scale are read on the device, so every step is capturable.
+    ``state_bits`` (32; 16 = bfloat16 states; 8 = block-wise 8-bit states), ``min_8bit_size``
+    (4096: smaller params keep 32-bit states) and ``block_size`` (256: elements per 8-bit absmax
+    block) choose how states are stored (docs/algorithms.md §19).
+"""
+
+
 class HookedLoad:
     """A load_state_dict whose post-hooks see the states as the optimizer keeps them.
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .. import distributed as _dist
 from .._ops import RULES, op
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["VanillaKOALA", "MomentumKOALA", "KOALA"]

@@ -1,7 +1,7 @@
 """NAdam: a drop-in replacement of torch.optim.NAdam (state keys step, exp_avg, exp_avg_sq, mu_product)."""
 from __future__ import annotations
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["NAdam"]

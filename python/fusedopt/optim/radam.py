@@ -1,7 +1,7 @@
 """RAdam: torch.optim.RAdam's rule by default, or the official repository's with variant="official"."""
 from __future__ import annotations
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["RAdam"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["AdamWScheduleFree"]
