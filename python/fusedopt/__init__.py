@@ -5,9 +5,15 @@ from . import _ops  # noqa: F401  (loads the extension, registers torch.ops.fuse
 from . import functional  # noqa: F401
 from . import reduce  # noqa: F401
 from .reduce import clip_grad_norm_, get_total_norm, clip_grads_with_norm_
-from . import hessian  # noqa: F401
-from .lanczos_lr import LanczosLR
-from .gradinit import gradinit
+from . import curvature
+from .curvature import hessian  # noqa: F401
+from .curvature.lanczos_lr import LanczosLR
+from .curvature.gradinit import gradinit
+
+# the old module paths of the curvature tools keep working (import fusedopt.hessian, ...)
+import sys as _sys
+for _m in ("hessian", "lanczos_lr", "gradinit"):
+    _sys.modules[f"{__name__}.{_m}"] = _sys.modules[f"{__name__}.curvature.{_m}"]
 from .optim.adam import Adam, AdamW
 from .optim.adamax import Adamax
 from .optim.base import FusedOptimizer
@@ -51,7 +57,7 @@ __all__ += ["Adafactor", "AdafactorTorch"]
 __all__ += ["KOALA", "VanillaKOALA", "MomentumKOALA"]
 __all__ += ["AdEMAMix", "AdamWScheduleFree"]
 __all__ += ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "reduce"]
-__all__ += ["hessian", "LanczosLR", "gradinit"]
+__all__ += ["hessian", "LanczosLR", "gradinit", "curvature"]
 __all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]
 __all__ += ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bit_state", "dequantize_state_dict",
             "state_nbytes"]
