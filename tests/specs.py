@@ -378,28 +378,33 @@ SPECS += [
 ]
 
 # ---- AdEMAMix, Schedule-Free AdamW: their oracles' semantics (docs/algorithms.md §29, §30) ---------------------
-import bitsandbytes  # noqa: E402
-import schedulefree  # noqa: E402
+# (a machine without the oracle packages, e.g. the GPU machine without bitsandbytes, runs the rest)
+try:
+    import bitsandbytes as _bnb  # noqa: E402
 
+    class _AdEMAMixOracle(_bnb.optim.AdEMAMix):
+        """bitsandbytes' AdEMAMix, 32-bit states on the CPU, its stacked state1 = (m1, m2) and state2 = nu
+        shown under our keys."""
 
-class _AdEMAMixOracle(bitsandbytes.optim.AdEMAMix):
-    """bitsandbytes' AdEMAMix, 32-bit states on the CPU, its stacked state1 = (m1, m2) and state2 = nu
-    shown under our keys."""
+        def step(self, closure=None):
+            loss = super().step(closure)
+            for st in self.state.values():
+                if "state1" in st:
+                    st["m1"], st["m2"], st["nu"] = st["state1"][0], st["state1"][1], st["state2"]
+            return loss
+except ImportError:
+    _AdEMAMixOracle = None
+try:
+    import schedulefree as _sf  # noqa: E402
 
-    def step(self, closure=None):
-        loss = super().step(closure)
-        for st in self.state.values():
-            if "state1" in st:
-                st["m1"], st["m2"], st["nu"] = st["state1"][0], st["state1"][1], st["state2"]
-        return loss
+    class _ScheduleFreeOracle(_sf.AdamWScheduleFree):
+        """The authors' AdamWScheduleFree (for-loop path), put in train mode as its users must."""
 
-
-class _ScheduleFreeOracle(schedulefree.AdamWScheduleFree):
-    """The authors' AdamWScheduleFree (for-loop path), put in train mode as its users must."""
-
-    def __init__(self, params, **kw):
-        super().__init__(params, foreach=False, **kw)
-        self.train()
+        def __init__(self, params, **kw):
+            super().__init__(params, foreach=False, **kw)
+            self.train()
+except ImportError:
+    _ScheduleFreeOracle = None
 
 
 SPECS += [
