@@ -205,6 +205,16 @@ struct ReduceArgs {
   void* stream;              // CUDA: cudaStream_t
 };
 
+// An engine's multi-tensor reduce: f.template operator()<Op, kScaled>() for the call's op and whether it
+// unscales by *grad_scale ([&]<RedOp Op, bool kScaled>() { ... }).
+template <class F>
+void with_red_op_scaled(const ReduceArgs& a, const F& f) {
+  with_red_op(a.op, [&]<RedOp Op>() {
+    if (a.grad_scale) f.template operator()<Op, true>();
+    else f.template operator()<Op, false>();
+  });
+}
+
 // Pieces (chunks) of a tensor with n elements.
 constexpr int64_t num_chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }
 

@@ -191,15 +191,9 @@ void reduce_typed(const ReduceArgs& a) {
   check_launch("reduce", "total kernel launch");
 }
 
-template <class S, RedOp Op>
-void reduce_scaled(const ReduceArgs& a) {
-  if (a.grad_scale) return reduce_typed<S, Op, true>(a);
-  return reduce_typed<S, Op, false>(a);
-}
-
 template <class S>
 void reduce_op(const ReduceArgs& a) {
-  with_red_op(a.op, [&]<RedOp Op>() { reduce_scaled<S, Op>(a); });
+  with_red_op_scaled(a, [&]<RedOp Op, bool kScaled>() { reduce_typed<S, Op, kScaled>(a); });
 }
 
 // ---- row / col sums ----------------------------------------------------------------------------

@@ -157,13 +157,7 @@ class _AdafactorBase(HookedLoad, PlanCache, Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
-        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
-        compiling = torch.compiler.is_compiling()
+        loss, grad_scale, found_inf, compiling = self._begin_step(closure)
         for gi, group in enumerate(self.param_groups):
             grads = [p.grad for p in group["params"]]
             plan = self._group_plan(gi, group, grads, compiling)

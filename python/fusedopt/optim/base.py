@@ -201,6 +201,16 @@ class PlanCache:
         super().add_param_group(param_group)
         self._plans = {}
 
+    def _begin_step(self, closure) -> tuple:
+        """The start of a step(): (the closure's loss, GradScaler's grad_scale and found_inf, whether
+        torch.compile is tracing)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        return (loss, getattr(self, "grad_scale", None), getattr(self, "found_inf", None),
+                torch.compiler.is_compiling())
+
     def __setstate__(self, state):
         super().__setstate__(state)
         self._plans = {}
@@ -601,13 +611,7 @@ class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
-        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
-        compiling = torch.compiler.is_compiling()
+        loss, grad_scale, found_inf, compiling = self._begin_step(closure)
         gsq = self._global_sumsq(grad_scale) if self._global_in else None
         for gi, group in enumerate(self.param_groups):
             lr = self._step_lr(group)
