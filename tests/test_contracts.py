@@ -519,3 +519,18 @@ def test_packing_names_the_rule_and_the_unknown_or_missing_names():
                                             hyper=r.pack_hyper(dict(r.hyper_defaults, weight_decay=0.5)))
         outs.append(p)
     assert torch.equal(*outs) and not torch.equal(outs[0], torch.linspace(-1, 1, 9))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda F, L: F.adam(*L, amsgrad=True), "amsgrad=True needs one max_exp_avg_sq per param"),
+    (lambda F, L: F.padam(*L, amsgrad=True), "amsgrad=True needs one max_exp_avg_sq per param"),
+    (lambda F, L: F.sgd(L[0], L[1], [], L[5], momentum=0.9), "momentum=0.9 needs one momentum_buffer per param"),
+    (lambda F, L: F.rmsprop(L[0], L[1], L[2], [], [], L[5], centered=True), "centered=True needs one grad_avg"),
+    (lambda F, L: F.sgd(L[0], L[1], L[2], L[5], momentum=0.9, nesterov=True, dampening=0.5), "Nesterov"),
+    (lambda F, L: F.padam(*L, partial=2.0), "invalid partial"),
+])
+def test_functional_names_the_missing_list_or_bad_setting(call, match):
+    ps, gs, ms, vs, steps = _functional_lists()
+    with pytest.raises(ValueError, match=match):
+        call(fusedopt.functional, [ps, gs, ms, vs, [], steps])
+    assert all(s.item() == 0 for s in steps)

@@ -80,6 +80,7 @@ def apply(
 #   lists:   another argument name for a state list
 #   derived: variant fields computed from the other arguments (not arguments themselves)
 #   check:   extra argument checks (ValueError)
+#   list_check=False: no ValueError for a state list the variant needs but that is short (the op raises)
 #   extra:   extra keyword arguments and how they map onto apply's
 def _sgd_check(a):
     if a["nesterov"] and (a["momentum"] <= 0 or a["dampening"] != 0):
@@ -95,8 +96,9 @@ _CUSTOM: dict = {
     "adagrad": dict(lists={"sum": "state_sums"}),
     "sgd": dict(check=_sgd_check),
     "padam": dict(derived=lambda a, lists: dict(exponent=_exponent_kind(float(a["partial"]))), check=_padam_check),
-    # beta2 == 0 with an empty exp_avg_sqs list: the variant that keeps no v (signsgd.h)
-    "signsgd": dict(derived=lambda a, lists: dict(no_exp_avg_sq=a["beta2"] == 0.0 and len(lists["exp_avg_sq"]) == 0)),
+    # beta2 == 0 with an empty exp_avg_sqs list: the variant that keeps no v (signsgd.h); the op checks the lists
+    "signsgd": dict(derived=lambda a, lists: dict(no_exp_avg_sq=a["beta2"] == 0.0 and len(lists["exp_avg_sq"]) == 0),
+                    list_check=False),
     # global clipping reads the sum of squares of all grads (e.g. fusedopt.reduce.group_sumsq)
     "adan": dict(extra=dict(global_sumsq=None),
                  reduced=lambda a: dict(global_in=a["global_sumsq"] if a["max_grad_norm"] > 0 else None)),
@@ -179,7 +181,7 @@ def _make(name: str) -> Callable:
         v = rule.variant_index(variant, hyper)
         used = rule.active_slots(v)
         for k, n in enumerate(list_names[:nlists]):
-            if used[k] and optional[k] and not hidden and len(a[n]) != len(a["params"]):
+            if used[k] and optional[k] and custom.get("list_check", True) and len(a[n]) != len(a["params"]):
                 why = ", ".join(f"{f.name}={a[f.name]!r}" for f in rule.fields if f.name in a)
                 raise ValueError(f"fusedopt.functional.{name}: {why} needs one {rule.slots[k]} per param")
         states = [a[n] if used[k] else [] for k, n in enumerate(list_names[:nlists])] + [a[n] for n in list_names[nlists:]]
