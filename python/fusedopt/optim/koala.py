@@ -237,7 +237,7 @@ class _KOALABase(FusedOptimizer):
                 try:
                     # pass 1 (read-only, bumps the steps, unscales the grads in place): ||g||^2, ||g~||^2, ||p||^2
                     norms(params, bgrads, steps, comps, hyper=hyper, lr=0.0, grad_scale=gs, found_inf=fi,
-                          flags=0, tensor_out=sums)
+                          flags=RULES["koala_norms"].pack_flags(), tensor_out=sums)
                     self._reduced("tensor_sums", sums, plan.rows[bi] if plan.dtensor else None)
                     g2, gt2, p2 = sums.to(device=dev, dtype=torch.float64).unbind(1)
                     active = ~(g2.sqrt() < _SKIP_NORM)
