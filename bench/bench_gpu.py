@@ -210,6 +210,22 @@ def section_cross(rep, args, shapes, copy_gbs):
     if hf is not None:
         measure(rep, tab, "transformers Adafactor", lambda ps: hf(ps), shapes, 12, copy_gbs, args, ref_ms=af)
     tab.flush(HEADER)
+    # where Adafactor's time goes: its reductions alone (one op call each, over every tensor)
+    rows = []
+    ps = params_for(shapes)
+    mats = [p.grad for p in ps if p.dim() >= 2]
+    for label, fn in [("multi_tensor_sumsq over every param (Adafactor's pass 0)",
+                       lambda: torch.ops.fusedopt.multi_tensor_sumsq(ps)),
+                      (f"row_col_sums over the {len(mats)} matrices' grads (pass 2's statistics)",
+                       lambda: torch.ops.fusedopt.row_col_sums(mats, add=1e-30, square=True, mean=True))]:
+        try:
+            rows.append([label, f"{timed(fn, args.warmup, args.timed):.3f}"])
+        except Exception as e:  # noqa: BLE001
+            rows.append([label, f"{type(e).__name__}: {str(e)[:100]}"])
+    del ps, mats
+    B.free()
+    rep.add("\nAdafactor's reductions alone (same set):\n")
+    rep.add(B.md_table(["op", "ms"], rows))
 
 
 def wall_ms(step, warmup, n) -> float:
