@@ -131,3 +131,23 @@ def test_bad_grad_on_the_fast_path_is_named():
     ps[0].grad = torch.randn(5, 3).t()
     with pytest.raises(RuntimeError, match=r"grads\[0\].*does not match its param"):
         opt.step()
+
+
+def test_switching_rounding_or_variant_makes_a_new_plan(monkeypatch):
+    ps, qs = _params(dtype=torch.bfloat16), _params(dtype=torch.bfloat16)
+    fast, slow = fusedopt.Adam(ps, lr=1e-2), fusedopt.Adam(qs, lr=1e-2)
+    for t in range(6):
+        if t == 2:
+            for o in (fast, slow):
+                o.param_groups[0]["param_rounding"] = "stochastic"
+        if t == 4:
+            for o in (fast, slow):
+                o.param_groups[0]["amsgrad"] = True
+        for p, q, g in zip(ps, qs, _grads(ps, t)):
+            p.grad, q.grad = g, g.clone()
+        fast.step()
+        with monkeypatch.context() as m:
+            _slow(m)
+            slow.step()
+        for p, q in zip(ps, qs):
+            assert torch.equal(p, q), t

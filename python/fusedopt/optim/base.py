@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import distributed as _dist
-from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
+from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, VARIANT_SHIFT, op
 from ..q8 import ABSMAX_SUFFIX, OVERRIDE_ATTR, dequantize_blockwise, quantize_blockwise
 
 
@@ -602,7 +602,10 @@ class FusedOptimizer(HookedLoad, Optimizer):
         lr_f0, lr_t0 = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
         block = group.get("block_size", 256)
         nslots = len(RULES[self._rule].slots)
+        fixed = flags & ~((1 << VARIANT_SHIFT) - 1 - FLAG_STOCH_ROUND)  # variant and rounding: fixed in a plan
         for bucket in plan:  # every bucket's plan first: a step is taken whole or not at all
+            if getattr(bucket, "handle_fixed", fixed) != fixed:
+                bucket.handle = None  # the group switched variant or rounding: a new plan
             if getattr(bucket, "handle", None) is None:
                 device, idx, params, states, steps, comps, absmax = bucket
                 grads = [p.grad for p in params]
@@ -613,6 +616,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
                     self._rule, params, grads, [t for lst in states[:nslots] for t in lst],
                     [len(lst) for lst in states[:nslots]], states[nslots] if len(states) > nslots else [], steps,
                     comps, flat_absmax, block, flags)
+                bucket.handle_fixed = fixed
         for bucket in plan:
             device, handle = bucket[0], bucket.handle
             lr_f, lr_t = (lr_f0, lr_t0) if bucket.lr_scale == 1.0 else (
