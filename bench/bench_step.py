@@ -609,8 +609,10 @@ def bench_host(rules: list, device, counts: list, warmup: int, timed: int, rep: 
     rep.add("## Host overhead: step() over 1-element fp32 tensors")
     rep.add()
     rep.add("Wall time per step (perf_counter around the call, device synchronized), median of "
-            f"{timed} after {warmup} warm-ups. `op only` = the one fused op call with prebuilt argument lists; "
-            "`Python` = step() - op only (the Python of step(): grad list, cache check, bucket loop). "
+            f"{timed} after {warmup} warm-ups. `op only` = the list op `torch.ops.fusedopt.<rule>_` with prebuilt "
+            "argument lists (what a library using it as its fused backend pays per call); `Python` = step() - op "
+            "only, negative where step() is cheaper than the list op: after its first step, step() keeps each "
+            "bucket's lists in C++ (a plan) and passes only the per-step scalars. "
             "Fit: per-tensor cost = slope between the smallest and the largest count, fixed cost = the rest at the "
             "smallest count.")
     rep.add()

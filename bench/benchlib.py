@@ -293,9 +293,9 @@ def _l3() -> str:
 
 
 def git_commit() -> str:
-    """HEAD of the checkout (with a note of uncommitted changes), or $FUSEDOPT_COMMIT where the tree is
-    a copy without .git (run.sh gpu on a device machine)."""
-    if not os.path.isdir(os.path.join(REPO, ".git")) and os.environ.get("FUSEDOPT_COMMIT"):
+    """$FUSEDOPT_COMMIT when set (run.sh gpu sets it from the prebuilt module's commit), else HEAD of the
+    checkout with a note of uncommitted changes."""
+    if os.environ.get("FUSEDOPT_COMMIT"):  # set by tools/gpu_run.sh: a device's copy may hold a stale .git
         return os.environ["FUSEDOPT_COMMIT"]
     try:
         r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -65,11 +65,50 @@ def parse_results(path: str) -> dict:
     return out
 
 
-def header(path: str) -> str:
-    """'<machine>, commit <c>' from a results file's header lines."""
+def parse_gpu_results(path: str) -> dict:
+    """{"gpt2s": {rule: {"fusedopt": (ms, % of copy_), "peer": (name, ms, % of copy_) or None}}} from a
+    bench_gpu.py results file: its per-element-rule table, and the peers of its AdamW table."""
+    out: dict = {}
+    section = None
+    peers = []
+    for line in open(path, encoding="utf-8"):
+        if line.startswith("### "):
+            section = ("rules" if line.startswith("### Every per-element rule") else
+                       "adamw" if line.startswith("### AdamW, fp32 (GPT-2-small set)") else None)
+            continue
+        if section is None or not line.startswith("| ") or line.startswith("| contender"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        try:
+            ms, pct = float(cells[1]), float(cells[4])
+        except (ValueError, IndexError):
+            continue
+        if section == "rules" and cells[0].startswith("fusedopt."):
+            out[cells[0].split(".", 1)[1]] = {"fusedopt": (ms, pct), "peer": None}
+        elif section == "adamw" and not cells[0].startswith("fusedopt."):
+            peers.append((cells[0], ms, pct))
+    if "AdamW" in out and peers:
+        out["AdamW"]["peer"] = min(peers, key=lambda x: x[1])
+    return {"gpt2s": out}
+
+
+def newest_gpu_results() -> str | None:
+    """The bench_gpu.py results file with the latest '- date:' line, or None."""
+    best = None
+    for path in glob.glob(os.path.join(ROOT, "bench", "results", "gpu-*.md")):
+        text = open(path, encoding="utf-8").read()
+        m = re.search(r"^- date: (\S+)", text, re.M)
+        if "### Every per-element rule" in text and m and (best is None or m.group(1) > best[0]):
+            best = (m.group(1), path)
+    return best[1] if best else None
+
+
+def header(path: str, device: str = "CPU") -> str:
+    """'<machine>, commit <c>' from a results file's header lines (the GPU's line for a GPU plot)."""
     text = open(path, encoding="utf-8").read(4000)
     commit = re.search(r"commit: (\w+)", text)
-    cpu = re.search(r"- (?:CPU|GPU): ([^,\n]+)", text)
+    cpu = re.search(r"- GPU: ([^,\n]+)", text) if device == "GPU" else None
+    cpu = cpu or re.search(r"- (?:CPU|GPU): ([^,\n]+)", text)
     return f"{cpu.group(1) if cpu else '?'}, commit {commit.group(1) if commit else '?'}"
 
 
@@ -79,7 +118,9 @@ def plot_rules(path: str, out_png: str, workload: str = "gpt2s", device: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(r, e) for r, e in parse_results(path).get(workload, {}).items() if e["fusedopt"]]
+    parsed = parse_gpu_results(path) if device == "GPU" else parse_results(path)
+    ceiling = "copy_" if device == "GPU" else "add_"
+    rows = [(r, e) for r, e in parsed.get(workload, {}).items() if e["fusedopt"]]
     if not rows:
         raise SystemExit(f"{path}: no fusedopt rows for workload {workload!r}")
     names = [r for r, _ in rows]
@@ -93,10 +134,10 @@ def plot_rules(path: str, out_png: str, workload: str = "gpt2s", device: str = "
     a.set_yscale("log")
     a.set_ylabel("ms per step (log)")
     a.legend()
-    a.set_title(f"{device}, {workload}: step time per rule ({os.path.basename(path)}; {header(path)})", fontsize=9)
+    a.set_title(f"{device}, {workload}: step time per rule ({os.path.basename(path)}; {header(path, device)})", fontsize=9)
     b.bar(list(x), pct, 0.6, color="tab:blue")
     b.axhline(100, color="k", lw=0.8, ls="--")
-    b.set_ylabel("fusedopt, % of add_ bandwidth")
+    b.set_ylabel(f"fusedopt, % of {ceiling} bandwidth")
     b.set_xticks(list(x))
     b.set_xticklabels(names, rotation=45, ha="right")
     fig.tight_layout()
@@ -133,8 +174,7 @@ def plot_memory(out_png: str):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", default=DEFAULT_CPU)
-    gpus = sorted(glob.glob(os.path.join(ROOT, "bench", "results", "gpu-*.md")))
-    ap.add_argument("--gpu", default=gpus[-1] if gpus else None)
+    ap.add_argument("--gpu", default=newest_gpu_results())
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "plots"))
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)

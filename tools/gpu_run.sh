@@ -9,6 +9,7 @@
 #   FUSEDOPT_GPU_BENCH         "full" (default): bench_gpu.py then bench_step.py --device cuda (every rule beside
 #                              its peers); "gpu": bench_gpu.py only; "quick": bench_gpu.py --quick; "none"
 #   FUSEDOPT_GPU_BENCH_TIMEOUT seconds for bench_gpu.py (default 200)
+#   FUSEDOPT_GPU_BENCH_ARGS    extra arguments of bench_gpu.py (e.g. --sections adamw,rules,8bit)
 #   FUSEDOPT_GPU_BUILD_CHECK   1: also time a from-source build (16 jobs) in a scratch copy, at the end
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,7 +70,8 @@ case "$bench" in
   quick) timeout "${FUSEDOPT_GPU_BENCH_TIMEOUT:-200}" $PY bench/bench_gpu.py --quick --out "$base-bench_gpu.md" \
            >> "$base-bench.log" 2>&1 ;;
   none) ;;
-  *) timeout "${FUSEDOPT_GPU_BENCH_TIMEOUT:-200}" $PY bench/bench_gpu.py --out "$base-bench_gpu.md" >> "$base-bench.log" 2>&1
+  *) timeout "${FUSEDOPT_GPU_BENCH_TIMEOUT:-200}" $PY bench/bench_gpu.py ${FUSEDOPT_GPU_BENCH_ARGS:-} \
+       --out "$base-bench_gpu.md" >> "$base-bench.log" 2>&1
      if [ "$bench" = full ]; then
        timeout 150 $PY bench/bench_step.py --device cuda --workloads gpt2s --no-host --retries 0 --warmup 2 --timed 5 \
          --max-seconds-per-contender 3 --quiet --out "$base-bench_step.md" >> "$base-bench.log" 2>&1

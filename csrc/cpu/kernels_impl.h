@@ -36,24 +36,7 @@ FO_TARGET_PRAGMA(FO_ISA_TARGET)
 #include "engine.h"
 
 namespace fusedopt::cpu::FO_ISA {
-namespace {
-template <int R, class Rule>
-void kernel_of(const Launch& L) {
-  dispatch<Rule>(L, kRuleOps[R]);
-}
-}  // namespace
-
-#define FO_FILL_NAME_(s) fill_shard_##s
-#define FO_FILL_NAME(s) FO_FILL_NAME_(s)
-// Puts this shard's kernels into table[rule number].
-void FO_FILL_NAME(FO_SHARD)(Kernel* table) {
-#define FO_FILL(op, Rule) \
-  if constexpr (kRule_##op % FO_NUM_SHARDS == FO_SHARD) table[kRule_##op] = &kernel_of<kRule_##op, rules::Rule>;
-  FO_ELEMENTWISE_RULES(FO_FILL)
-#undef FO_FILL
-}
-#undef FO_FILL_NAME
-#undef FO_FILL_NAME_
+FO_DEFINE_SHARD_FILL()
 }  // namespace fusedopt::cpu::FO_ISA
 
 #elif defined(FO_REDUCE)

@@ -12,22 +12,5 @@
 #endif
 
 namespace fusedopt::cuda {
-namespace {
-template <int R, class Rule>
-void kernel_of(const Launch& L) {
-  dispatch<Rule>(L, kRuleOps[R]);
-}
-}  // namespace
-
-#define FO_FILL_NAME_(s) fill_shard_##s
-#define FO_FILL_NAME(s) FO_FILL_NAME_(s)
-void FO_FILL_NAME(FO_SHARD)(Kernel* table) {
-#define FO_FILL(op, Rule) \
-  if constexpr (kRule_##op % FO_NUM_SHARDS == FO_SHARD) table[kRule_##op] = &kernel_of<kRule_##op, rules::Rule>;
-  FO_ELEMENTWISE_RULES(FO_FILL)
-#undef FO_FILL
-}
-#undef FO_FILL_NAME
-#undef FO_FILL_NAME_
-
+FO_DEFINE_SHARD_FILL()
 }  // namespace fusedopt::cuda

@@ -138,22 +138,28 @@ void plan_pieces(int64_t ntensors, const Pieces& pieces, int max_slots, int max_
   if (nblocks > 0) sink.launch(nblocks);
 }
 
-// The multi-tensor apply kernel (mta.cuh): Depth address lists per tensor, chunks of kChunk. Its metadata
-// uses the large kernel-argument space of CUDA 12.1+ (32,764 bytes, sm_70 and later; every driver that runs
-// CUDA 13 code has it), so one launch holds up to 2,240 blocks: enough to fill an H100/H200 (132 SMs x 4
-// blocks of 512 threads) several times over, where 320 blocks left a third of it idle in every launch.
+// The multi-tensor apply kernel (mta.cuh): Depth address lists per tensor slot, chunks of a functor's
+// kChunkElems elements, one block per chunk. Its metadata lives in the large kernel-argument space of
+// CUDA 12.1+ (32,764 bytes, sm_70 and later; every driver that runs CUDA 13 code has it) and holds no
+// per-block map: block b finds its slot by a binary search of first_block (uniform across the block,
+// served by the constant cache), so one launch takes every chunk of up to kMaxTensors tensors, however
+// many blocks that is. (A map of 320 blocks per launch left an H200 a third idle in every launch.)
 constexpr int kBigArgBytes = 32764;  // CUDA 12.1+ on sm_70+: the piece kernels' metadata uses it
 constexpr int kMtaArgBytes = kBigArgBytes;
-inline constexpr PieceKernel kMta{"mta_kernel", 0 /* per depth: TensorListMeta<Depth>::kMaxTensors */, 2240, 512,
+inline constexpr PieceKernel kMta{"mta_kernel", 0 /* per depth: TensorListMeta<Depth>::kMaxTensors */, 1 << 24, 512,
                                   512};
 constexpr int kMtaFnBytes = 256;  // reserved for the functor (the kernel's second argument)
 constexpr int kMtaMetaBytes = kMtaArgBytes - kMtaFnBytes;
+constexpr int64_t kCudaChunk = 16384;  // elements per block of the element passes (kChunk's quarter: 4x the
+                                       // blocks, so the last wave of a launch idles less of the GPU)
+static_assert(kChunk % kCudaChunk == 0, "a kChunk piece is a whole number of CUDA chunks");
 
-// Slots per launch for `depth` address lists: whatever fits beside the block maps.
+// Slots per launch for `depth` address lists: whatever fits.
 constexpr int mta_max_tensors(int depth) {
-  const int per_tensor = depth * 8 /*addr*/ + 8 /*numel*/ + 8 /*step*/ + 4 /*index*/;
-  const int n = (kMtaMetaBytes - kMta.max_blocks * 6 /*block maps*/ - 16 /*padding*/) / per_tensor;
-  return n > 65535 ? 65535 : n;  // block_tensor is a uint16
+  const int per_tensor = depth * 8 /*addr*/ + 8 /*numel*/ + 8 /*step*/ + 4 /*index*/ + 4 /*first_block*/ +
+                         4 /*first_chunk*/;
+  const int n = (kMtaMetaBytes - 16 /*nslots, last first_block, padding*/) / per_tensor;
+  return n > 1024 ? 1024 : n;
 }
 
 //   addr[d][s]        device address of list d of tensor slot s (d: 0 param, 1 grad, 2.. states,
@@ -161,9 +167,9 @@ constexpr int mta_max_tensors(int depth) {
 //   numel[s]          int64 element count of slot s
 //   step[s]           device pointer to slot s's step counter
 //   index[s]          position of slot s in Launch.tensors (seeds of stochastic rounding)
-//   block_tensor[b]   slot processed by block b
-//   block_chunk[b]    chunk of that tensor processed by block b (int32: a tensor may have up to 2^31
-//                     chunks = 2^47 elements); the element offset is int64(chunk) * kChunk
+//   first_block[s]    the first block of slot s (first_block[nslots] = the launch's block count)
+//   first_chunk[s]    the chunk of slot s's tensor its first block takes (0, or where a tensor carried
+//                     over from the previous launch goes on); the element offset is int64(chunk) * chunk size
 template <int Depth>
 struct TensorListMeta {
   static constexpr int kMaxTensors = mta_max_tensors(Depth);
@@ -171,9 +177,46 @@ struct TensorListMeta {
   int64_t numel[kMaxTensors];
   void* step[kMaxTensors];
   uint32_t index[kMaxTensors];
-  int32_t block_chunk[kMta.max_blocks];
-  uint16_t block_tensor[kMta.max_blocks];
+  int32_t first_block[kMaxTensors + 1];
+  int32_t first_chunk[kMaxTensors];
+  int32_t nslots;
 };
+
+#if defined(__CUDACC__)
+#define FO_LP_HD __host__ __device__ __forceinline__
+#else
+#define FO_LP_HD inline
+#endif
+
+// The slot of block b: the last s < nslots with first_block[s] <= b (first_block rises with s).
+FO_LP_HD int mta_slot_of(const int32_t* first_block, int nslots, int b) {
+  int lo = 0, hi = nslots - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (first_block[mid] <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+// plan_pieces' sink side of the metadata: call on_slot / on_block / on_launch / on_carry from the sink.
+template <class Meta>
+struct MtaBlockMap {
+  int cur = -1;  // the slot whose blocks are being added
+  void on_block(Meta& m, int b, int s, int32_t chunk) {
+    if (s != cur) {
+      m.first_block[s] = b;
+      m.first_chunk[s] = chunk;
+      cur = s;
+    }
+  }
+  void on_launch(Meta& m, int nblocks) {
+    m.nslots = cur + 1;
+    m.first_block[m.nslots] = nblocks;
+  }
+  void after_launch() { cur = -1; }
+};
+
 // The deepest list set: param, grad, 2 x kMaxStates (8-bit codes + absmax), comp, aux, red_in, red_out.
 constexpr int kMtaMaxDepth = 2 + 2 * kMaxStates + 4;
 

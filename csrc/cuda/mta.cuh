@@ -78,6 +78,50 @@ inline void check_launch(const char* what, const char* stage) {
 // Pass 1: bump every step counter of L (gated on *L.found_inf on the device). Defined in api.cu.
 void bump_steps(const Launch& L, const char* what);
 
+// plan_pieces' sink of multi_tensor_apply: fills the metadata and launches mta_kernel.
+template <int Depth, class Lists, class Fn>
+struct MtaSink {
+  using Meta = TensorListMeta<Depth>;
+  const Launch& L;
+  const Fn& fn;
+  const char* what;
+  cudaStream_t stream;
+  Meta meta{};
+  MtaBlockMap<Meta> map{};
+  void slot(int s, int64_t t) {
+    const TensorPtrs& tp = L.tensors[t];
+    void* lists[Depth];
+    Lists::get(tp, lists);
+    for (int d = 0; d < Depth; ++d) meta.addr[d][s] = lists[d];
+    meta.numel[s] = tp.numel;
+    meta.step[s] = tp.step;
+    meta.index[s] = uint32_t(t);
+  }
+  void block(int b, int s, int32_t chunk) { map.on_block(meta, b, s, chunk); }
+  void launch(int nblocks) {
+    map.on_launch(meta, nblocks);
+    mta_kernel<Depth, Fn><<<nblocks, kBlockThreads, 0, stream>>>(meta, fn);
+    check_launch(what, "multi-tensor kernel launch");
+    map.after_launch();
+  }
+  void carry(int s) {
+    for (int d = 0; d < Depth; ++d) meta.addr[d][0] = meta.addr[d][s];
+    meta.numel[0] = meta.numel[s];
+    meta.step[0] = meta.step[s];
+    meta.index[0] = meta.index[s];
+  }
+};
+
+// The block's place in a launch: its slot, and the first element of its chunk.
+template <int Depth>
+FO_DEV int mta_slot(const TensorListMeta<Depth>& m, int b) {
+  return mta_slot_of(m.first_block, m.nslots, b);
+}
+template <int Depth>
+FO_DEV int32_t mta_chunk(const TensorListMeta<Depth>& m, int b, int slot) {
+  return m.first_chunk[slot] + (b - m.first_block[slot]);
+}
+
 // Pass 2: run `fn` over every element of every non-empty tensor of L.
 // `Lists::get(tp, out)` writes the Depth list addresses of one tensor into out[0..Depth).
 template <int Depth, class Lists, class Fn>
@@ -87,44 +131,15 @@ void multi_tensor_apply(const Launch& L, const Fn& fn, const char* what) {
   constexpr int kMaxTensors = Meta::kMaxTensors;
   cudaStream_t stream = static_cast<cudaStream_t>(L.stream);
 
+  constexpr int64_t kCh = Fn::kChunkElems;
+  auto chunks_of = [](int64_t n) { return (n + kCh - 1) / kCh; };
   for (int64_t t = 0; t < L.ntensors; ++t) {
-    const int64_t nchunks = num_chunks(L.tensors[t].numel);
-    if (nchunks > int64_t(INT32_MAX))
+    if (chunks_of(L.tensors[t].numel) > int64_t(INT32_MAX))
       throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": tensor " + std::to_string(t) + " has " +
-                               std::to_string(L.tensors[t].numel) + " elements, more than the engine's 2^47 limit");
+                               std::to_string(L.tensors[t].numel) + " elements, more than the engine's limit");
   }
-  struct Sink {
-    const Launch& L;
-    const Fn& fn;
-    const char* what;
-    cudaStream_t stream;
-    Meta meta{};
-    void slot(int s, int64_t t) {
-      const TensorPtrs& tp = L.tensors[t];
-      void* lists[Depth];
-      Lists::get(tp, lists);
-      for (int d = 0; d < Depth; ++d) meta.addr[d][s] = lists[d];
-      meta.numel[s] = tp.numel;
-      meta.step[s] = tp.step;
-      meta.index[s] = uint32_t(t);
-    }
-    void block(int b, int s, int32_t chunk) {
-      meta.block_tensor[b] = uint16_t(s);
-      meta.block_chunk[b] = chunk;
-    }
-    void launch(int nblocks) {
-      mta_kernel<Depth, Fn><<<nblocks, kBlockThreads, 0, stream>>>(meta, fn);
-      check_launch(what, "multi-tensor kernel launch");
-    }
-    void carry(int s) {
-      for (int d = 0; d < Depth; ++d) meta.addr[d][0] = meta.addr[d][s];
-      meta.numel[0] = meta.numel[s];
-      meta.step[0] = meta.step[s];
-      meta.index[0] = meta.index[s];
-    }
-  };
-  Sink sink{L, fn, what, stream};
-  plan_pieces(L.ntensors, [&](int64_t t) { return num_chunks(L.tensors[t].numel); }, kMaxTensors, kMaxBlocks, sink);
+  MtaSink<Depth, Lists, Fn> sink{L, fn, what, stream};
+  plan_pieces(L.ntensors, [&](int64_t t) { return chunks_of(L.tensors[t].numel); }, kMaxTensors, kMaxBlocks, sink);
 }
 
 }  // namespace fusedopt::cuda

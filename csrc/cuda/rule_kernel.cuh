@@ -166,7 +166,10 @@ struct RuleStep {
   static constexpr int kW = 4;
   static_assert(16 % max3(sizeof(RawOf<PP>), sizeof(RawOf<GP>), sizeof(RawOf<SP>)) == 0, "vectors of whole elements");
   static_assert(PP::kTile == 1 && SP::kTile == 1, "tiled (block-wise) storage needs a tile walk");
-  static_assert(kChunk % kW == 0, "chunks must keep vector alignment");
+  // elements per block: kCudaChunk, but a rule with per-tensor outputs keeps kChunk (its partials are
+  // counted per kChunk piece by the glue: csrc/torch/ops.cpp sizes the workspace)
+  static constexpr int64_t kChunkElems = KO > 0 ? kChunk : kCudaChunk;
+  static_assert(kChunkElems % kW == 0, "chunks must keep vector alignment");
 
   double hyper[kMaxHyper];
   double lr;
@@ -282,10 +285,11 @@ struct RuleStep {
 
   FO_DEV void operator()(const TensorListMeta<kDepth>& m, int b) const {
     if (found_inf != nullptr && *found_inf != 0.0f) return;  // skipped step: touch nothing
-    const int t = m.block_tensor[b];
-    const int64_t begin = int64_t(m.block_chunk[b]) * kChunk;
+    const int t = mta_slot(m, b);
+    const int32_t chunk = mta_chunk(m, b, t);
+    const int64_t begin = int64_t(chunk) * kChunkElems;
     const int64_t rest = m.numel[t] - begin;
-    const int len = rest < kChunk ? int(rest) : int(kChunk);
+    const int len = rest < kChunkElems ? int(rest) : int(kChunkElems);
 
     const double step = step_f64 ? *static_cast<const double*>(m.step[t])
                                  : double(*static_cast<const float*>(m.step[t]));
@@ -340,7 +344,7 @@ struct RuleStep {
     for (int first = done; first < len; first += kW * int(blockDim.x))
       strided_tile(P, begin, first, len, c, scaled, scale, gsign, acc);
     if constexpr (KO > 0)  // fixed-tree block fold of each output (q8_kernel.cuh); thread 0 writes the chunk's partials
-      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO);
+      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(chunk) * KO);
   }
 };
 

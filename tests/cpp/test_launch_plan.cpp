@@ -175,6 +175,52 @@ void check_mta_plans() {
 
 TEST_CASE(multi_tensor_apply_launches_cover_every_chunk_within_limits) { check_mta_plans<2>(); }
 
+// mta_kernel's blocks find their slot and chunk from first_block / first_chunk (MtaBlockMap fills them,
+// mta_slot_of searches them on the device): for every block of every launch, the answer must be what the
+// planner assigned. With a small block limit too, so tensors carry over between launches.
+struct MapChecker {
+  using Meta = TensorListMeta<4>;
+  Meta m{};
+  MtaBlockMap<Meta> map{};
+  std::vector<std::pair<int, int32_t>> want;  // (slot, chunk) of each block of the launch being built
+  std::string err;
+  void slot(int, int64_t) {}
+  void block(int b, int s, int32_t chunk) {
+    map.on_block(m, b, s, chunk);
+    want.emplace_back(s, chunk);
+  }
+  void launch(int nblocks) {
+    map.on_launch(m, nblocks);
+    for (int b = 0; b < nblocks && err.empty(); ++b) {
+      const int s = mta_slot_of(m.first_block, m.nslots, b);
+      const int32_t c = m.first_chunk[s] + (b - m.first_block[s]);
+      if (s != want[size_t(b)].first || c != want[size_t(b)].second)
+        err = fo_test::fmt("block %d: slot %d chunk %d, planned slot %d chunk %d", b, s, c, want[size_t(b)].first,
+                           want[size_t(b)].second);
+    }
+    want.clear();
+    map.after_launch();
+  }
+  void carry(int) {}
+};
+
+TEST_CASE(multi_tensor_blocks_find_their_slot_and_chunk) {
+  for (int max_blocks : {7, 320, kMta.max_blocks}) {
+    for (const SizeClass& c : kClasses) {
+      std::string err;
+      for (int64_t n : {int64_t(1), int64_t(2), int64_t(37), int64_t(500), int64_t(kMaxCount)}) {
+        MapChecker k;
+        plan_pieces(n, [&](int64_t t) { return c.pieces(t); }, TensorListMeta<4>::kMaxTensors, max_blocks, k);
+        if (!k.err.empty()) {
+          err = fo_test::fmt("max_blocks %d, size class '%s', %lld tensors: ", max_blocks, c.name, (long long)n) + k.err;
+          break;
+        }
+      }
+      CHECK_MSG(err.empty(), "%s", err.c_str());
+    }
+  }
+}
+
 TEST_CASE(reduction_and_adafactor_piece_launches_cover_every_piece_within_limits) {
   check_pieces(kRedPieces, kRedPieces.max_slots);
   check_pieces(kAfPieces, kAfPieces.max_slots);

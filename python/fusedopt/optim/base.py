@@ -40,7 +40,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import distributed as _dist
-from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
+from .._ops import _VARIANT_SHIFT, FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
 from ..q8 import ABSMAX_SUFFIX, OVERRIDE_ATTR, dequantize_blockwise, quantize_blockwise
 
 
@@ -63,11 +63,20 @@ def _dense(t: Tensor) -> bool:
     return True
 
 
+def new_plan(*args):
+    """A kept plan of one bucket (csrc/torch/ops.cpp: Plan); its step() is the bucket's fused op call."""
+    return torch.classes.fusedopt.Plan(*args)
+
+
 class _Plan(list):
     """A group's buckets (a list), plus for DTensor params: `dtensor` (grads are unwrapped to their local
-    shards each step) and `rows` (per bucket, the all-reduce of per-tensor partial sums, or None)."""
+    shards each step) and `rows` (per bucket, the all-reduce of per-tensor partial sums, or None); for the
+    fast path (FusedOptimizer._fast_step): `fast`, the params that had no grad (`missing`) and `nparams`."""
     dtensor = False
     rows: list = []
+    fast = False
+    missing: list = []
+    nparams = 0
 
 
 _PARAM_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -76,16 +85,15 @@ _STATE_BITS = (8, 16, 32)
 _Q8_BLOCKS = (256, 512, 1024, 2048, 4096)
 _STORAGE_KEYS = ("state_bits", "min_8bit_size", "block_size")  # power-of-two multiples of the kernels' 256-element tile
 
-# The storage options every fusedopt optimizer takes as keywords (declared here once; a class's signature
-# lists its own arguments and passes **options on), with their defaults:
+# The storage options every fusedopt optimizer takes as keywords (declared once, in FusedOptimizer.__init__'s
+# signature; a class's signature lists its own arguments and passes **options on; STORAGE_OPTIONS at the end
+# of this module reads their defaults from there):
 #   state_dtype     None (float32 states) or torch.bfloat16
 #   param_rounding  "nearest"; for bfloat16 params also "stochastic" or "kahan" (a bf16 compensation state)
 #   state_bits      32, 16 (bfloat16 states) or 8 (block-wise 8-bit states)
 #   min_8bit_size   params with fewer elements keep 32-bit states when state_bits=8
 #   block_size      elements per 8-bit block (256 ... 4096, powers of two)
 # `capturable` is accepted by every class too (every step is CUDA-graph capturable).
-STORAGE_OPTIONS = dict(state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256)
-
 
 def _check_scalar(name: str, value, lo: float = 0.0, hi: Optional[float] = None, hi_open: bool = True):
     if isinstance(value, Tensor):
@@ -237,15 +245,12 @@ class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
     _red_out: int = 0
     reduce_hook = None
 
+    # The storage options are this signature's keywords after differentiable: declared here once (a
+    # subclass passes **options on; signature introspection, e.g. LightningCLI's, follows it here).
     def __init__(self, params, defaults: dict, *, foreach=None, fused=None, capturable: bool = False,
-                 differentiable: bool = False, **options):
+                 differentiable: bool = False, state_dtype=None, param_rounding: str = "nearest",
+                 state_bits: int = 32, min_8bit_size: int = 4096, block_size: int = 256):
         name = type(self).__name__
-        unknown = sorted(set(options) - set(STORAGE_OPTIONS))
-        if unknown:
-            raise TypeError(f"{name}.__init__() got an unexpected keyword argument {unknown[0]!r}")
-        opts = {**STORAGE_OPTIONS, **options}
-        state_dtype, param_rounding, state_bits = opts["state_dtype"], opts["param_rounding"], opts["state_bits"]
-        min_8bit_size, block_size = opts["min_8bit_size"], opts["block_size"]
         if fused is False:
             raise ValueError(f"fusedopt.{name} is always fused; fused=False asks for torch.optim.{name} instead")
         if differentiable:
@@ -587,6 +592,11 @@ class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
         plan.dtensor = any(_dist.is_dtensor(p) for p in group["params"])
         if plan.dtensor:
             plan.rows = [_dist.RowReduce(ks) if any(ks) else None for ks in rkeys.values()]
+        # the fast path of step() (_fast_step): single-pass rules on plain tensors
+        plan.fast = (not plan.dtensor and not self._global_in and not self._pre_reduce and not self._passes
+                     and not self._red_out and self._zero_group is None)
+        plan.missing = [p for p, g in zip(group["params"], grads) if g is None]
+        plan.nparams = len(group["params"])
         return plan
 
     def _plan_key(self, group) -> tuple:
@@ -615,6 +625,8 @@ class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
         gsq = self._global_sumsq(grad_scale) if self._global_in else None
         for gi, group in enumerate(self.param_groups):
             lr = self._step_lr(group)
+            if not compiling and self._fast_step(gi, group, lr, grad_scale, found_inf):
+                continue
             grads = [p.grad for p in group["params"]]
             plan = self._group_plan(gi, group, grads, compiling)
             if not plan:
@@ -670,6 +682,51 @@ class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
                             self._validate_param(p, grads[pi], gi, pi, group)
                     raise
         return loss
+
+    def _fast_step(self, gi: int, group, lr, grad_scale, found_inf) -> bool:
+        """The step of group gi through its buckets' kept plans (csrc/torch/ops.cpp: Plan), if it can take
+        one: the group's plan exists (one slow step made it), the rule is single-pass on plain tensors,
+        the slots in use are the same and no param that had no grad has one now. Each bucket's lists
+        crossed into C++ once; a step passes the per-step scalars, and C++ reads every grad from its
+        param (a param without a grad takes no step, as on the slow path). Returns whether it stepped."""
+        cached = self._plans.get(gi)
+        if cached is None:
+            return False
+        plan = cached[1]
+        if (not plan.fast or plan.nparams != len(group["params"]) or cached[0][1] != self._plan_key(group)
+                or any(p.grad is not None for p in plan.missing)):
+            return False
+        named = self._hyper(group)
+        hyper = [float(h) for h in RULES[self._rule].pack_hyper(named)]
+        flags = self._group_flags(group, named)
+        lr_f0, lr_t0 = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
+        block = group.get("block_size", 256)
+        nslots = len(RULES[self._rule].slots)
+        fixed = flags & ~((1 << _VARIANT_SHIFT) - 1 - FLAG_STOCH_ROUND)  # variant and rounding: fixed in a plan
+        for bucket in plan:  # every bucket's plan first: a step is taken whole or not at all
+            if getattr(bucket, "handle_fixed", fixed) != fixed:
+                bucket.handle = None  # the group switched variant or rounding: a new plan
+            if getattr(bucket, "handle", None) is None:
+                device, idx, params, states, steps, comps, absmax = bucket
+                grads = [p.grad for p in params]
+                if any(g is None for g in grads):
+                    return False  # made from a step where every param of the bucket has a grad
+                flat_absmax = [] if absmax is None else [t for lst in absmax for t in lst]
+                bucket.handle = new_plan(
+                    self._rule, params, grads, [t for lst in states[:nslots] for t in lst],
+                    [len(lst) for lst in states[:nslots]], states[nslots] if len(states) > nslots else [], steps,
+                    comps, flat_absmax, block, flags)
+                bucket.handle_fixed = fixed
+        for bucket in plan:
+            device, handle = bucket[0], bucket.handle
+            lr_f, lr_t = (lr_f0, lr_t0) if bucket.lr_scale == 1.0 else (
+                lr_f0 * bucket.lr_scale, None if lr_t0 is None else lr_t0 * bucket.lr_scale)
+            gs = grad_scale if grad_scale is None or grad_scale.device == device else grad_scale.to(device)
+            fi = found_inf if found_inf is None or found_inf.device == device else found_inf.to(device)
+            if lr_t is not None and lr_t.device != device and lr_t.device.type != "cpu":
+                lr_t = lr_t.to(device)
+            handle.step(None, hyper, lr_f, lr_t, gs, fi, flags)
+        return True
 
     def _reduced(self, kind: str, sums: Tensor, rows=None, ncols=None):
         """After a reduction: all-reduce the partial sums of sharded params (`rows`, a
@@ -801,3 +858,8 @@ class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
                     if isinstance(v, Tensor) and not _dist.is_dtensor(v) and v.dim() > 0:
                         st[key] = (_dist.wrap_absmax(v, p, block) if key.endswith(ABSMAX_SUFFIX)
                                    else _dist.wrap_like(v, p))
+
+
+# name -> default of the storage options, read from FusedOptimizer's signature (their one declaration)
+STORAGE_OPTIONS = {k: v.default for k, v in inspect.signature(FusedOptimizer.__init__).parameters.items()
+                   if k in ("state_dtype", "param_rounding", "state_bits", "min_8bit_size", "block_size")}
