@@ -35,7 +35,7 @@ def free_port() -> int:
     return port
 
 
-def _entry(rank, world, port, name, args):
+def _entry(rank, world, port, name, args, done_dir=None):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     if "lo" in dict(socket.if_nameindex()).values():  # gloo on the loopback device, whatever the hostname
@@ -46,6 +46,8 @@ def _entry(rank, world, port, name, args):
     try:
         globals()[name](rank, world, *args)
         dist.barrier()
+        if done_dir is not None:  # the job and the final barrier passed on this rank
+            open(os.path.join(done_dir, str(rank)), "w").close()
     except BaseException:
         traceback.print_exc()
         raise
@@ -54,8 +56,22 @@ def _entry(rank, world, port, name, args):
 
 
 def spawn(name: str, world: int, *args):
-    """Run job `name(rank, world, *args)` on `world` spawned ranks; raises if a rank fails."""
-    mp.spawn(_entry, args=(world, free_port(), name, args), nprocs=world, join=True)
+    """Run job `name(rank, world, *args)` on `world` spawned ranks; raises if a rank fails.
+
+    A rank that finished its job and the final barrier (it leaves a marker file) but then dies in the
+    process group's teardown (seen once in CI: "terminate called without an active exception", a gloo
+    thread at exit) has passed: that is reported as a warning, not a failure. A rank that dies before
+    its marker fails the test as before."""
+    import tempfile
+    import warnings
+
+    with tempfile.TemporaryDirectory() as done_dir:
+        try:
+            mp.spawn(_entry, args=(world, free_port(), name, args, done_dir), nprocs=world, join=True)
+        except mp.ProcessExitedException as e:
+            if sorted(os.listdir(done_dir)) != sorted(str(r) for r in range(world)):
+                raise
+            warnings.warn(f"{name}: every rank finished its job, then one died in teardown ({e})")
 
 
 # ---- sharded vs unsharded runs ---------------------------------------------------------------------
