@@ -34,6 +34,21 @@ class RMSprop(FusedOptimizer):
                          state_dtype=state_dtype, param_rounding=param_rounding,
                          state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
 
+    # Centered RMSprop divides by sqrt(square_avg - grad_avg**2): with 8-bit states that is a difference of
+    # two rounded states, and their rounding errors exceed the variance it stands for (on digits every run
+    # gave NaN, with nearest and with stochastic rounding). bitsandbytes refuses it too.
+    @staticmethod
+    def _check_centered_8bit(centered, state_bits):
+        if centered and state_bits == 8:
+            raise ValueError("fusedopt.RMSprop: centered=True cannot be combined with state_bits=8 (the centered "
+                             "denominator sqrt(square_avg - grad_avg**2) cancels two 8-bit states); use "
+                             "state_bits=32 or 16 for this param group")
+
+    def add_param_group(self, param_group):
+        self._check_centered_8bit(param_group.get("centered", self.defaults["centered"]),
+                                  param_group.get("state_bits", self.defaults.get("state_bits", 32)))
+        super().add_param_group(param_group)
+
     def _active_slots(self, group):
         return (True, group["momentum"] > 0, bool(group["centered"]))
 
@@ -41,5 +56,6 @@ class RMSprop(FusedOptimizer):
         return [group["alpha"], group["eps"], group["weight_decay"], group["momentum"]]
 
     def _rule_flags(self, group):
+        self._check_centered_8bit(group["centered"], group.get("state_bits", 32))  # the group may have been edited
         variant = (1 if group["momentum"] > 0 else 0) | (2 if group["centered"] else 0)
         return variant << VARIANT_SHIFT
