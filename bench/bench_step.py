@@ -15,7 +15,7 @@ its peers are not run; name it in --rules (or --rules all) to measure its peers 
 Per workload it measures the memory-bandwidth ceilings (copy_, add_, and for many_small
 torch._foreach_add_ over the tensor list), then per rule every contender on fresh copies of
 the same fp32 params and grads: `warmup` untimed steps, then the median of `timed` individually
-timed step() calls (defaults 3 + 9, as /work/shared/ANCHORS_CPU.md). A contender whose steps
+timed step() calls (defaults 3 + 9, as bench/results/cpu-2026-11-24-peers.md). A contender whose steps
 would take longer than --max-seconds-per-contender (default 15 s: the for-loop peers on gpt2s
 under load) is timed with fewer steps (at least --min-timed); its row says so. It also measures
 fusedopt's host overhead (--host-rules, default adamw only): step() over 1-element tensors
@@ -26,7 +26,7 @@ Effective GB/s = byte model x params / median step time, where the byte model co
 compulsory logical traffic of the rule (fp32: read p, g and the states read, write p and the
 states written; Adam: read p,g,m,v, write p,m,v = 28 B).
 
-Run time on the 2-core machine: from the idle step times of /work/shared/ANCHORS_CPU.md, the
+Run time on the 2-core machine: from the idle step times of bench/results/cpu-2026-11-24-peers.md, the
 step() calls of all 18 rules' contenders on gpt2s add up to about 2 minutes, plus about a second
 of set-up per contender (~55 of them); on a loaded machine the per-contender cap bounds the slow
 rows. Waiting for quiet moments is bounded by --retry-budget (default 300 s for the run);
@@ -382,7 +382,8 @@ def run_one(c: Contender, base_p: list, base_g: list, device, lim: Limits) -> Re
 # --------------------------------------------------------------------------------------
 
 def progress(msg: str) -> None:
-    print(f"  [{msg}]", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():  # progress on a terminal only
+        print(f"  [{msg}]", file=sys.stderr, flush=True)
 
 
 BUSY = 0.2  # others' CPU (cores) above which a measurement counts as disturbed
@@ -443,7 +444,7 @@ def bench_workload(wl: B.Workload, rules: list, device, lim: Limits, rounds: int
     base_p = B.make_tensors(wl.shapes, device, seed=10)
     base_g = B.make_tensors(wl.shapes, device, seed=11)
     measured = {}
-    for rule in rules:
+    for rule in B.progress_bar(rules, desc=wl.name):
         cs = contenders(rule, torch.device(device))
         results = {c.name: Result(c) for c in cs}
         for r in range(rounds):
@@ -593,8 +594,10 @@ def bench_host(rules: list, device, counts: list, warmup: int, timed: int, rep: 
     rep.add("## Host overhead: step() over 1-element fp32 tensors")
     rep.add()
     rep.add("Wall time per step (perf_counter around the call, device synchronized), median of "
-            f"{timed} after {warmup} warm-ups. `op only` = the one fused op call with prebuilt argument lists; "
-            "`Python` = step() - op only (the Python of step(): grad list, cache check, bucket loop). "
+            f"{timed} after {warmup} warm-ups. `op only` = the list op `torch.ops.fusedopt.<rule>_` with prebuilt "
+            "argument lists (what a library using it as its fused backend pays per call); `Python` = step() - op "
+            "only, negative where step() is cheaper than the list op: after its first step, step() keeps each "
+            "bucket's lists in C++ (a plan) and passes only the per-step scalars. "
             "Fit: per-tensor cost = slope between the smallest and the largest count, fixed cost = the rest at the "
             "smallest count.")
     rep.add()

@@ -1,7 +1,7 @@
 """Shared pieces of the fusedopt benchmarks: workloads, timing, ceilings, byte-model arithmetic,
 machine description and markdown rendering.
 
-Methodology (the one of /work/shared/ANCHORS_CPU.md): `warmup` untimed calls, then the
+Methodology (the one of bench/results/cpu-2026-11-24-peers.md): `warmup` untimed calls, then the
 median of `timed` individually timed calls. Byte counts are logical (compulsory reads +
 writes, no write-allocate traffic); effective GB/s = model bytes / median time.
 """
@@ -83,6 +83,18 @@ def make_workload(name: str, quick: bool = False) -> Workload:
     if name == "many_small":
         return Workload("many_small", [(f"t{i}", (4096,)) for i in range(2000)], "2,000 tensors of 4,096 elements")
     raise ValueError(f"unknown workload {name!r} (known: gpt2s, many_small)")
+
+
+def progress_bar(items, desc: str = ""):
+    """tqdm over `items` when stderr is a terminal (and tqdm is installed), else `items` unchanged:
+    logs and CI output get no progress noise."""
+    if not sys.stderr.isatty():
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, leave=False)
 
 
 def make_tensors(shapes: Sequence, device, seed: int = 0, scale: float = 1.0) -> list:
@@ -281,6 +293,10 @@ def _l3() -> str:
 
 
 def git_commit() -> str:
+    """$FUSEDOPT_COMMIT when set (run.sh gpu sets it from the prebuilt module's commit), else HEAD of the
+    checkout with a note of uncommitted changes."""
+    if os.environ.get("FUSEDOPT_COMMIT"):  # set by tools/gpu_run.sh: a device's copy may hold a stale .git
+        return os.environ["FUSEDOPT_COMMIT"]
     try:
         r = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                            timeout=10)

@@ -55,3 +55,37 @@ def assert_mostly_close(actual, expected, msg="", rtol=0.0, atol=0.0, max_frac=1
     assert nbad <= max(1, int(max_frac * a.numel())), f"{msg}: {nbad}/{a.numel()} elements beyond tolerance"
     if nbad and outlier_rtol is not None:
         assert_close(a[bad], e[bad], msg=f"{msg} (outliers)", rtol=outlier_rtol, atol=atol)
+
+
+def check_compiled_step(spec, device, backend, steps=5, opts=None):
+    """torch.compile(fullgraph=True, backend=backend) of opt.step() on a small MLP equals eager steps bit for
+    bit (the first step runs eager: it creates the state), and changing the tensor lr in place between steps
+    does not recompile (one frame)."""
+    import copy
+
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).to(device)
+    model2 = copy.deepcopy(model)
+    opts = dict(opts or {})
+    opt = spec.ours(model.parameters(), lr=torch.tensor(spec.lr, device=device), **opts)
+    eager = spec.ours(model2.parameters(), lr=torch.tensor(spec.lr, device=device), **opts)
+    x, y = torch.randn(32, 8, device=device), torch.randn(32, 1, device=device)
+    counter = torch._dynamo.testing.CompileCounterWithBackend(backend)
+
+    @torch.compile(fullgraph=True, backend=counter)
+    def compiled_step():
+        opt.step()
+
+    for i in range(steps):
+        for m, o, step in ((model, opt, compiled_step if i else opt.step), (model2, eager, eager.step)):
+            o.param_groups[0]["lr"].fill_(spec.lr * 0.7 ** i)
+            o.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            step()
+        for p, q in zip(model.parameters(), model2.parameters()):
+            assert torch.equal(p, q), f"step {i}"
+    assert counter.frame_count == 1, "changing the tensor lr must not recompile"
+    assert all(opt.state[p]["step"].item() == steps for p in model.parameters())

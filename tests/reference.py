@@ -1,4 +1,4 @@
-"""Float64 references written from the equations (ALGORITHMS.md §3-5), one param at a time.
+"""Float64 references written from the equations (docs/algorithms.md §3-5), one param at a time.
 
 Each takes float64 tensors p, g and a dict of float64 states, the 1-based step t,
 and the hyperparameters; it updates p and the states in place. Independent of
@@ -48,7 +48,7 @@ def adamax(p, g, st, t, *, lr, betas, eps, weight_decay, maximize=False):
 
 def radam(p, g, st, t, *, lr, betas, eps, weight_decay, maximize=False, decoupled_weight_decay=False,
           variant="torch", degenerated_to_sgd=False):
-    """ALGORITHMS.md §6: rho_t = rho_inf - 2 t b2^t / (1 - b2^t); torch rectifies when rho_t > 5,
+    """docs/algorithms.md §6: rho_t = rho_inf - 2 t b2^t / (1 - b2^t); torch rectifies when rho_t > 5,
     the official code when rho_t >= 5 (and then skips the whole update, decay included, unless
     degenerated_to_sgd)."""
     b1, b2 = betas
@@ -164,7 +164,7 @@ def adadelta(p, g, st, t, *, lr, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=F
     u.copy_(rho * u + (1 - rho) * delta * delta)
     p.sub_(lr * delta)
 
-# ---- AdaBelief / ACProp / diffGrad / Padam / generalized signSGD (ALGORITHMS.md §7-10, §18) ----
+# ---- AdaBelief / ACProp / diffGrad / Padam / generalized signSGD (docs/algorithms.md §7-10, §18) ----
 
 def _rect(b1, b2, t):
     """RAdam rectification as in adabelief-pytorch: (rectified?, r_t*sqrt(1-b2^t)/(1-b1^t))."""
@@ -289,7 +289,7 @@ def init_state(keys, p):
 assert math.isfinite(1.0)
 
 
-# ---- PNM / AdaPNM (ALGORITHMS.md §11, §25.6), Adan (§12, §25.7), Lion (Chen et al. 2023) ----
+# ---- PNM / AdaPNM (docs/algorithms.md §11, §25.6), Adan (§12, §25.7), Lion (Chen et al. 2023) ----
 
 def _pnm_buffers(st, t, pos_key, neg_key):
     """Odd t: (pos, neg) = (first, second buffer); even t: swapped."""
@@ -360,7 +360,7 @@ def lion(p, g, st, t, *, lr, betas, weight_decay, decoupled_weight_decay=False, 
     m.copy_(b2 * m + (1 - b2) * g)
 
 
-# ---- cross-tensor rules (ALGORITHMS.md §14, §15): the per-tensor norms are of this tensor; the global
+# ---- cross-tensor rules (docs/algorithms.md §14, §15): the per-tensor norms are of this tensor; the global
 # grad norm (clipping) is the caller's (passed as global_norm) -------------------------------------------
 def lamb(p, g, st, t, *, lr, betas, eps, weight_decay, bias_correction=True, adam_w_mode=True,
          grad_averaging=True, max_grad_norm=1.0, use_nvlamb=False, maximize=False, global_norm=None):
@@ -406,7 +406,7 @@ def lars(p, g, st, t, *, lr, momentum, weight_decay, trust_coefficient, eps, nes
         p.sub_(inc)
 
 
-# ---- KOALA (ALGORITHMS.md §16): whole-list references (the covariance P is global) -------------------
+# ---- KOALA (docs/algorithms.md §16): whole-list references (the covariance P is global) -------------------
 # glob: {"P": float (V) or 2x2 float64 tensor (M), "R": float, "qw": float (M)}; params / grads: float64
 # tensors (grad None: no update); groups: per param (lr, weight_decay). Python floats for the scalars.
 def koala_v_predict(glob, *, q):

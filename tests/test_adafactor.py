@@ -1,6 +1,6 @@
 """fusedopt.Adafactor (transformers semantics) and fusedopt.AdafactorTorch (torch.optim semantics).
 
-Oracles: a float64 transcription of ALGORITHMS.md §13 written here from the equations,
+Oracles: a float64 transcription of docs/algorithms.md §13 written here from the equations,
 transformers.optimization.Adafactor and torch.optim.Adafactor. Params and every state tensor
 are compared after each of 10+ steps."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _grads(shapes, step, dtype=torch.float32, seed=1):
             for i, s in enumerate(shapes)]
 
 
-# ---- float64 reference, from the equations (ALGORITHMS.md §13) -----------------------------------
+# ---- float64 reference, from the equations (docs/algorithms.md §13) -----------------------------------
 class RefAdafactor:
     """transformers semantics (torch_sem=False) or torch.optim semantics (torch_sem=True), float64."""
 

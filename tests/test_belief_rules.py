@@ -1,5 +1,5 @@
 """Behaviour switches of AdaBelief, ACProp, DiffGrad, Padam and generalized SignSGD that the generic
-spec tests cover only implicitly (ALGORITHMS.md §7-10, §18, §25 items 1, 2, 5, 8, 9): the step where
+spec tests cover only implicitly (docs/algorithms.md §7-10, §18, §25 items 1, 2, 5, 8, 9): the step where
 a branch changes, eps stored in the state, the AMSGrad max, ACProp's first step, diffGrad's copy of
 the previous gradient, signSGD's transients."""
 from __future__ import annotations

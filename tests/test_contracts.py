@@ -334,32 +334,43 @@ def test_functional_matches_optimizer():
 
 
 def test_one_op_call_per_bucket(monkeypatch):
-    """Path under test really ran: one fused op call per (device, dtype) bucket per group per step."""
+    """Path under test really ran: one fused call per (device, dtype) bucket per group per step: the op on
+    the first step, the bucket's kept plan (the fast path) on later ones."""
     calls = []
-    real = fo_base.op
+    real_op, real_plan = fo_base.op, fo_base.new_plan
 
     def counting(name):
-        k = real(name)
+        k = real_op(name)
 
         def wrapper(params, *a, **kw):
-            calls.append((name, len(params), params[0].dtype))
+            calls.append(("op", name, len(params), params[0].dtype))
             return k(params, *a, **kw)
         return wrapper
 
+    class CountingPlan:
+        def __init__(self, *args):
+            self.plan, self.key = real_plan(*args), (args[0], len(args[1]), args[1][0].dtype)
+
+        def step(self, *a):
+            calls.append(("plan",) + self.key)
+            return self.plan.step(*a)
+
     monkeypatch.setattr(fo_base, "op", counting)
+    monkeypatch.setattr(fo_base, "new_plan", CountingPlan)
     ps32 = make_params(seed=1)
     ps16 = make_params(dtype=torch.bfloat16, seed=2)
     opt = fusedopt.Adam([{"params": ps32 + ps16}, {"params": make_params(seed=3), "lr": 0.1}])
-    for t in range(2):
+    for t in range(3):
         for g in opt.param_groups:
             set_grads([g["params"]], t)
         opt.step()
-    assert calls == [("adam", 6, torch.float32), ("adam", 6, torch.bfloat16), ("adam", 6, torch.float32)] * 2
+    buckets = [("adam", 6, torch.float32), ("adam", 6, torch.bfloat16), ("adam", 6, torch.float32)]
+    assert calls == [("op",) + b for b in buckets] + [("plan",) + b for b in buckets] * 2
 
 
 def test_bf16_rounding_modes_keep_small_updates():
     """Updates far below a bf16 ulp vanish with round-to-nearest; stochastic rounding and
-    Kahan compensation accumulate them (ALGORITHMS.md §1; USER_NEEDS #15)."""
+    Kahan compensation accumulate them (docs/algorithms.md §1; USER_NEEDS #15)."""
     n = 4096
     results = {}
     for mode in ("nearest", "stochastic", "kahan"):

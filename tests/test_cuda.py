@@ -6,6 +6,9 @@ Skipped entirely where no CUDA device is available.
 """
 from __future__ import annotations
 
+import copy
+import math
+
 import pytest
 import torch
 
@@ -333,46 +336,6 @@ def test_state_dict_round_trip_across_devices(first):
                 torch.testing.assert_close(opt2.state[q][k].to(first), opt.state[p][k], **FP32_TOL)
 
 
-@pytest.mark.parametrize("lr_kind", ["float", "tensor"])
-def test_cuda_graph_replay_equals_eager(lr_kind):
-    shapes = [(7,), (4097,), (3, 5, 7), (70000,), (0,)]
-    init = make_params(shapes)
-    gp = [p.clone() for p in init]
-    ep = [p.clone() for p in init]
-    mk = (lambda: torch.tensor(1e-2, device=DEV)) if lr_kind == "tensor" else (lambda: 1e-2)
-    gopt = fusedopt.Adam(gp, lr=mk(), amsgrad=True, weight_decay=0.01, capturable=True)
-    eopt = fusedopt.Adam(ep, lr=mk(), amsgrad=True, weight_decay=0.01, capturable=True)
-    static_grads = [torch.zeros_like(p) for p in gp]
-    for p, g in zip(gp, static_grads):
-        p.grad = g
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up: lazy state, cached plans
-        for s in range(3):
-            base = grads_for(shapes, s)
-            for g, b in zip(static_grads, base):
-                g.copy_(b)
-            set_grads(ep, base)
-            gopt.step()
-            eopt.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        gopt.step()
-    for s in range(3, 8):
-        base = grads_for(shapes, s)
-        for g, b in zip(static_grads, base):
-            g.copy_(b)
-        graph.replay()
-        set_grads(ep, base)
-        eopt.step()
-        torch.cuda.synchronize()
-        for a, b in zip(gp, ep):
-            assert torch.equal(a, b), f"step {s}"
-            for k in ["step"] + ADAM_KEYS + ["max_exp_avg_sq"]:
-                assert torch.equal(gopt.state[a][k], eopt.state[b][k]), (s, k)
-
-
 def test_runs_on_the_current_stream():
     params = make_params()
     other = [p.clone() for p in params]
@@ -550,8 +513,10 @@ def test_q8_lamb_cuda_matches_cpu_and_pass1_reads_only(opts):
         def hook(kind, t, o=o, ps=ps, name=name):
             if kind == "tensor_sums":
                 sums[name] = t.detach().cpu().clone()
-                sums[name + "_untouched"] = all(torch.equal(o.state[p][k], sums[name + "_before"][i][k])
-                                                for i, p in enumerate(ps) for k in o.state[p] if k != "step")
+                # the states pass 1 found (none before the first step: pass 1 creates nothing either)
+                before = sums[name + "_before"]
+                sums[name + "_untouched"] = all(torch.equal(o.state[p][k], before[i][k])
+                                                for i, p in enumerate(ps) for k in before[i] if k != "step")
         o.reduce_hook = hook
     exact = opts.get("max_grad_norm") == 0.0 and opts.get("adam_w_mode", True)
     for t in range(6):
@@ -563,6 +528,7 @@ def test_q8_lamb_cuda_matches_cpu_and_pass1_reads_only(opts):
         oc.step()
         og.step()
         assert sums["cpu_untouched"] and sums["gpu_untouched"], t
+        assert t == 0 or all(sums["gpu_before"]), "from step 2 on, pass 1 must have found states to leave alone"
         torch.testing.assert_close(sums["gpu"], sums["cpu"], rtol=1e-6, atol=0)
         for p, q in zip(cpu, gpu):
             assert og.state[q]["exp_avg"].dtype == torch.uint8
@@ -715,7 +681,8 @@ AF_CASES = [
                           "weight_decay": 0.01, "clip_threshold": 0.5}),
     (fusedopt.Adafactor, {"lr": 1e-2, "relative_step": False, "maximize": True}),
     (fusedopt.AdafactorTorch, {}),
-    (fusedopt.AdafactorTorch, {"weight_decay": 0.1, "d": 0.5, "maximize": True}),
+    # d is torch.optim.Adafactor's clipping threshold, which it requires to be >= 1 (so does AdafactorTorch)
+    (fusedopt.AdafactorTorch, {"weight_decay": 0.1, "d": 1.25, "maximize": True}),
 ]
 AF_IDS = ["hf-default", "hf-warmup-wd", "hf-lr-beta1-clip", "hf-maximize", "torch-default", "torch-wd-d-max"]
 
@@ -799,3 +766,209 @@ def test_adafactor_cuda_refuses_float64():
     q.grad = torch.ones_like(q)
     with pytest.raises(RuntimeError, match="float64"):
         fusedopt.Adafactor([q]).step()
+
+
+# ---- every optimizer class on CUDA vs the CPU engine: 3,000 tensors, fp32/bf16 params, every storage ----
+from .helpers import check_compiled_step  # noqa: E402
+from .specs import SPECS  # noqa: E402
+
+N_MANY = 3000
+_CYCLE = [(1,), (3,), (64,), (257,), (32, 33), (4097,), (5, 0), (2, 3, 7)]
+
+
+def _many_shapes():
+    shapes = [_CYCLE[i % len(_CYCLE)] for i in range(N_MANY)]
+    shapes[10] = (70000,)          # several chunks
+    shapes[1500] = (2, 65536 + 7)  # several chunks, 2-D
+    return shapes
+
+
+MANY_SHAPES = _many_shapes()
+STORAGES = {"32bit": {}, "bf16": {"state_dtype": torch.bfloat16}, "8bit": {"state_bits": 8, "min_8bit_size": 0}}
+CROSS_TENSOR = {"lamb", "lars"}  # per-tensor norms are summed in another order on the device
+
+
+def _spec_opts(spec):
+    # the rule's defaults, with what a class needs to take a step (Adan's clipping is cross-tensor too)
+    return {"momentum": 0.9} if spec.name == "sgd" else {}
+
+
+def _flat(ts):
+    return torch.cat([t.detach().reshape(-1).float().cpu() for t in ts]) if ts else torch.zeros(0)
+
+
+def _grads_many(step, dtype):
+    g = torch.Generator().manual_seed(7 + step)
+    flat = torch.randn(sum(math.prod(s) for s in MANY_SHAPES), generator=g)
+    out, o = [], 0
+    for s in MANY_SHAPES:
+        n = math.prod(s)
+        out.append(flat[o:o + n].view(s).to(dtype))
+        o += n
+    return out
+
+
+def _compare_states(ours, ref, ps, cps, storage, dtype, tol, msg):
+    keys = sorted({k for p in ps for k in ours.state[p]})
+    for k in keys:
+        a = [ours.state[p][k] for p in ps if k in ours.state[p]]
+        b = [ref.state[c][k] for c in cps if k in ref.state[c]]
+        assert len(a) == len(b), f"{msg}: state {k} exists for {len(a)} CUDA params, {len(b)} CPU params"
+        if not a or not torch.is_tensor(a[0]):
+            continue
+        assert all(x.device.type == "cuda" for x in a), f"{msg}: state {k} is not on the GPU"
+        assert {x.dtype for x in a} == {y.dtype for y in b}, f"{msg}: state {k} dtypes differ"
+        fa, fb = _flat(a), _flat(b)
+        if a[0].dtype == torch.uint8:  # 8-bit codes: a 1-ulp difference of an input may move a code by one
+            d = (fa - fb).abs()
+            assert d.max() <= 1 and (d > 0).float().mean() <= 1e-3, f"{msg}: 8-bit codes of {k} differ"
+        else:
+            stol = tol if a[0].dtype == torch.float32 else PARAM_TOL[torch.bfloat16]
+            # equal_nan: Adafactor's RMS of an empty tensor is 0/0 on both engines (transformers' too)
+            torch.testing.assert_close(fa, fb, **stol, equal_nan=True, msg=lambda m: f"{msg}: state {k}\n{m}")
+
+
+@pytest.mark.parametrize("storage", list(STORAGES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_every_class_cuda_matches_cpu_engine_3000_tensors(spec, dtype, storage):
+    """Every per-element / cross-tensor class, 3,000 tensors (empty, 1-element, multi-chunk, 2-D and 3-D)
+    in one bucket, 3 steps: CUDA params and every state tensor against the CPU engine's."""
+    opts = dict(_spec_opts(spec), **STORAGES[storage])
+    init = make_params(MANY_SHAPES, dtype=dtype, device="cpu", seed=3)
+    ps = [p.to(DEV).requires_grad_() for p in init]
+    cps = [p.clone().requires_grad_() for p in init]
+    try:
+        ours = spec.ours(ps, lr=spec.lr, **opts)
+    except ValueError as e:
+        pytest.skip(f"{spec.name} does not take {storage} states: {e}")
+    ref = spec.ours(cps, lr=spec.lr, **opts)
+    exact = spec.name not in CROSS_TENSOR
+    tol = FP32_TOL if exact else dict(rtol=2e-5, atol=2e-6)
+    ptol = tol if dtype == torch.float32 else PARAM_TOL[dtype]
+    for s in range(3):
+        for p, c, g in zip(ps, cps, _grads_many(s, dtype)):
+            p.grad, c.grad = g.to(DEV), g.clone()
+        ours.step()
+        ref.step()
+    msg = f"{spec.name} {dtype} {storage}"
+    torch.testing.assert_close(_flat(ps), _flat(cps), **ptol, msg=lambda m: f"{msg}: params\n{m}")
+    _compare_states(ours, ref, ps, cps, storage, dtype, tol, msg)
+    if storage == "8bit":
+        assert any(ours.state[p].get(k, torch.zeros(0)).dtype == torch.uint8
+                   for p in ps for k in ours.state[p]), f"{msg}: no 8-bit state was made"
+    steps = {float(ours.state[p]["step"]) for p in ps}
+    assert steps == {3.0}, f"{msg}: steps {steps}"
+
+
+def _koala_run(cls, ps, dev, steps=3):
+    opt = cls(ps, weight_decay=5e-4, lr=torch.tensor(0.5, device=dev))
+    for t in range(steps):
+        for p, g in zip(ps, _grads_many(t, ps[0].dtype)):
+            p.grad = g.to(dev)
+        opt.predict()
+        opt.step(loss=torch.tensor(1.0 / (t + 1), device=dev), loss_sq_mean=torch.tensor(1.5 / (t + 1), device=dev))
+    return opt
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["adafactor", "adafactor-torch", "koala-v", "koala-m", "lookahead-adam",
+                                  "iterate-avg-sgd", "gadam", "gadamx"])
+def test_other_classes_cuda_match_cpu_3000_tensors(kind, dtype):
+    """The classes outside the rule specs: Adafactor (both semantics), KOALA, and the wrappers, with the
+    same 3,000 tensors on CUDA and on the CPU."""
+    init = make_params(MANY_SHAPES, dtype=dtype, device="cpu", seed=4)
+    ps = [p.to(DEV).requires_grad_() for p in init]
+    cps = [p.clone().requires_grad_() for p in init]
+    make = {
+        "adafactor": lambda q: fusedopt.Adafactor(q),
+        "adafactor-torch": lambda q: fusedopt.AdafactorTorch(q),
+        "lookahead-adam": lambda q: fusedopt.Lookahead(fusedopt.Adam(q, lr=1e-2), k=2, alpha=0.5),
+        "iterate-avg-sgd": lambda q: fusedopt.IterateAveraging(fusedopt.SGD(q, lr=1e-2, momentum=0.9), start_step=1,
+                                                               every=1),
+        "gadam": lambda q: fusedopt.Gadam(q, lr=1e-2, start_step=1, every=1),
+        "gadamx": lambda q: fusedopt.GadamX(q, lr=1e-2, start_step=1, every=1),
+    }
+    if kind.startswith("koala"):
+        cls = fusedopt.VanillaKOALA if kind == "koala-v" else fusedopt.MomentumKOALA
+        ours, ref = _koala_run(cls, ps, DEV), _koala_run(cls, cps, "cpu")
+    else:
+        ours, ref = make[kind](ps), make[kind](cps)
+        for s in range(3):
+            for p, c, g in zip(ps, cps, _grads_many(s, dtype)):
+                p.grad, c.grad = g.to(DEV), g.clone()
+            ours.step()
+            ref.step()
+    tol = dict(rtol=2e-5, atol=2e-6)  # Adafactor's and KOALA's sums fold in another order on the device
+    ptol = tol if dtype == torch.float32 else PARAM_TOL[dtype]
+    torch.testing.assert_close(_flat(ps), _flat(cps), **ptol, msg=lambda m: f"{kind} {dtype}: params\n{m}")
+    state_of = (lambda o: o) if not hasattr(ours, "optimizer") else (lambda o: o.optimizer)
+    _compare_states(state_of(ours), state_of(ref), ps, cps, "32bit", dtype, tol, kind)
+    if hasattr(ours, "optimizer"):  # the wrapper's own state (slow weights / averages)
+        _compare_states(ours, ref, ps, cps, "32bit", dtype, tol, kind + " wrapper")
+
+
+# ---- CUDA graphs and torch.compile for every class ------------------------------------------------------
+def _capturable_makers():
+    out = [(s.name, (lambda q, s=s: s.ours(q, lr=s.lr, capturable=True, **_spec_opts(s)))) for s in SPECS]
+    out += [(s.name + "-8bit", (lambda q, s=s: s.ours(q, lr=s.lr, capturable=True, state_bits=8, min_8bit_size=0,
+                                                       **_spec_opts(s))))
+            for s in SPECS if s.name in ("adamw", "lamb", "lion", "adan")]
+    out += [("adam-amsgrad-tensor-lr", lambda q: fusedopt.Adam(q, lr=torch.tensor(1e-2, device=DEV), amsgrad=True,
+                                                               weight_decay=0.01, capturable=True)),
+            ("adafactor", lambda q: fusedopt.Adafactor(q, beta1=0.9)), ("adafactor-torch", fusedopt.AdafactorTorch),
+            ("lookahead", lambda q: fusedopt.Lookahead(fusedopt.AdamW(q, lr=1e-2, capturable=True), k=2)),
+            ("gadam", lambda q: fusedopt.Gadam(q, lr=1e-2, start_step=1, every=2, capturable=True))]
+    return out
+
+
+CAPTURABLE = _capturable_makers()
+
+
+@pytest.mark.parametrize("name,make", CAPTURABLE, ids=[n for n, _ in CAPTURABLE])
+def test_every_capturable_class_graph_replay_equals_eager(name, make):
+    """A step captured in a CUDA graph and replayed equals an eager step, bit for bit, params and every state,
+    over several steps (step counters, bias corrections and wrapper decisions are read on the device)."""
+    shapes = [(7,), (4097,), (33, 65), (70000,), (0,)]
+    init = make_params(shapes, seed=5)
+    gp, ep = [p.clone().requires_grad_() for p in init], [p.clone().requires_grad_() for p in init]
+    gopt, eopt = make(gp), make(ep)
+    static = [torch.zeros_like(p) for p in gp]
+    for p, g in zip(gp, static):
+        p.grad = g
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: lazy state and cached plans, as torch's graph docs ask
+        for s in range(2):
+            for g, b in zip(static, grads_for(shapes, s)):
+                g.copy_(b)
+            set_grads(ep, grads_for(shapes, s))
+            gopt.step()
+            eopt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        gopt.step()
+    for s in range(2, 6):
+        for g, b in zip(static, grads_for(shapes, s)):
+            g.copy_(b)
+        graph.replay()
+        set_grads(ep, grads_for(shapes, s))
+        eopt.step()
+        torch.cuda.synchronize()
+        for a, b in zip(gp, ep):
+            assert torch.equal(a, b), f"{name}: params differ at step {s}"
+        go = gopt.optimizer if hasattr(gopt, "optimizer") else gopt
+        eo = eopt.optimizer if hasattr(eopt, "optimizer") else eopt
+        for a, b in zip(gp, ep):
+            for k, v in go.state[a].items():
+                if torch.is_tensor(v):
+                    assert torch.equal(v.nan_to_num(), eo.state[b][k].nan_to_num()), f"{name}: {k} at step {s}"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_compiled_step_on_cuda_fullgraph(spec):
+    """torch.compile(fullgraph=True) of opt.step() on CUDA (aot_eager; inductor for AdamW): one graph, a tensor
+    lr changed in place does not recompile, and the compiled steps equal eager ones bit for bit."""
+    check_compiled_step(spec, DEV, "inductor" if spec.name == "adamw" else "aot_eager", steps=4,
+                        opts=_spec_opts(spec))

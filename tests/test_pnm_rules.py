@@ -1,5 +1,5 @@
 """Behaviour switches of PNM, AdaPNM, Adan and Lion that the generic spec tests do not pin
-(ALGORITHMS.md §11, §12, §25 items 6 and 7): PNM's step parity, AdaPNM's bias correction
+(docs/algorithms.md §11, §12, §25 items 6 and 7): PNM's step parity, AdaPNM's bias correction
 and eps placement, Adan's first step and its refused clipping, Lion's sign update."""
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ assert SHAPES
 
 
 def test_radam_switches_at_step_6():
-    """ALGORITHMS.md §6: with beta2 = 0.999, rho_5 = 4.996 and rho_6 = 5.994, so both the torch (> 5)
+    """docs/algorithms.md §6: with beta2 = 0.999, rho_5 = 4.996 and rho_6 = 5.994, so both the torch (> 5)
     and the official (>= 5) variants first rectify at t = 6. Before that torch takes the SGD step and
     the official variant leaves the param (and its weight decay) alone."""
     import fusedopt

@@ -1,5 +1,5 @@
 """Writes csrc/core/q8_maps.h: the two 256-entry dynamic quantization maps of 8-bit optimizer
-states (ALGORITHMS.md §19.1) and their float32 midpoints, as exact hex-float literals.
+states (docs/algorithms.md §19.1) and their float32 midpoints, as exact hex-float literals.
 
 Construction (the dynamic "tree" map with 7 exponent bits): for decade e = 0..6 the map holds the
 centres of equal intervals of [0.1, 1] scaled by 10^(e-6): 2^e centres per decade for the signed

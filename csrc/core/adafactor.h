@@ -1,4 +1,4 @@
-// Adafactor (Shazeer & Stern 2018), ALGORITHMS.md §13: the multi-pass factored rule, torch-free.
+// Adafactor (Shazeer & Stern 2018), docs/algorithms.md §13: the multi-pass factored rule, torch-free.
 //
 // Two semantics share the kernels (flag kAfTorch picks):
 //   * transformers' Adafactor [REF]: U = g^2 + eps1; R, C EMAs with beta2t = 1 - t^decay;

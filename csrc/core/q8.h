@@ -1,4 +1,4 @@
-// 8-bit block-wise dynamic quantization of optimizer states (ALGORITHMS.md §19), torch-free.
+// 8-bit block-wise dynamic quantization of optimizer states (docs/algorithms.md §19), torch-free.
 //
 // Layout of one quantized state of a tensor with n elements and block size B:
 //   codes   uint8[n]            (same shape and strides as the param; blocks follow memory order)

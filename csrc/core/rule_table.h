@@ -54,3 +54,33 @@
   X(koala_predict, KoalaPredict, "velocity, param_ema")          \
   X(koala_norms, KoalaNorms, "")                                \
   X(koala, Koala, "velocity, param_ema")
+
+namespace fusedopt {
+
+// Rules are numbered by their place in the table; kernels are looked up by that number.
+enum RuleId : int {
+#define FO_RULE_ID(op, Rule, states) kRule_##op,
+  FO_ELEMENTWISE_RULES(FO_RULE_ID)
+#undef FO_RULE_ID
+  kNumRules
+};
+
+inline constexpr const char* kRuleOps[kNumRules] = {
+#define FO_RULE_OP(op, Rule, states) #op,
+    FO_ELEMENTWISE_RULES(FO_RULE_OP)
+#undef FO_RULE_OP
+};
+
+// Number of the rule whose op is `op`, or -1. A string search: for registration and tests, never per call.
+inline int rule_index(const char* op) {
+  if (op == nullptr) return -1;
+  for (int r = 0; r < kNumRules; ++r) {
+    const char* a = kRuleOps[r];
+    const char* b = op;
+    while (*a && *a == *b) ++a, ++b;
+    if (*a == 0 && *b == 0) return r;
+  }
+  return -1;
+}
+
+}  // namespace fusedopt

@@ -11,7 +11,12 @@ using Kernel = void (*)(const Launch&);
 
 enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2 };
 
-// Kernel of rule `name` (an op name of the rule table) for the chosen ISA; null if unknown.
+// Kernel of rule number `rule` (core/rule_table.h) for the active ISA; null if out of range.
+Kernel kernel_at(int rule);
+// All kernels of one ISA, indexed by rule number (kNumRules entries).
+const Kernel* kernel_table(Isa isa);
+// Kernel of rule `name` (an op name of the rule table) for the chosen ISA; null if unknown
+// (a string search: for tests and registration, not per call).
 Kernel kernel(const char* name);
 Kernel kernel_for(const char* name, Isa isa);
 

@@ -8,33 +8,32 @@
 #endif
 
 #include "../core/rule_table.h"
+#include "../core/shards.h"
 #include "api.h"
 
 namespace fusedopt::cpu {
 
-#define FO_DECLARE_KERNEL(op, Rule, states) void op(const Launch&);
-#define FO_DECLARE_REDUCE        \
-  void reduce(const ReduceArgs&); \
-  void row_col(const RowColArgs&); \
-  void clip(const ClipArgs&);       \
+#define FO_DECLARE_FILL(s) void fill_shard_##s(Kernel* table);
+#define FO_DECLARE_ISA                \
+  FO_SHARD_LIST(FO_DECLARE_FILL)      \
+  void reduce(const ReduceArgs&);     \
+  void row_col(const RowColArgs&);    \
+  void clip(const ClipArgs&);         \
   void adafactor(const AfArgs&);
 namespace scalar {
-FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
-FO_DECLARE_REDUCE
+FO_DECLARE_ISA
 }
 #if defined(__x86_64__) && defined(__GNUC__)
 #define FO_HAVE_X86_ISAS 1
 namespace avx2 {
-FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
-FO_DECLARE_REDUCE
+FO_DECLARE_ISA
 }
 namespace avx512 {
-FO_ELEMENTWISE_RULES(FO_DECLARE_KERNEL)
-FO_DECLARE_REDUCE
+FO_DECLARE_ISA
 }
 #endif
-#undef FO_DECLARE_KERNEL
-#undef FO_DECLARE_REDUCE
+#undef FO_DECLARE_ISA
+#undef FO_DECLARE_FILL
 
 static Isa detect() {
   Isa best = Isa::Scalar;
@@ -69,23 +68,43 @@ const char* isa_name(Isa isa) {
   }
 }
 
-Kernel kernel_for(const char* name, Isa isa) {
-#define FO_PICK(op, Rule, states)                                        \
-  if (!std::strcmp(name, #op)) {                                         \
-    FO_PICK_ISA(op)                                                      \
-    return &scalar::op;                                                  \
-  }
+namespace {
+// Every ISA's kernels, indexed by rule number, filled once from the shards.
+struct Tables {
+  Kernel k[3][kNumRules] = {};
+  Tables() {
+#define FO_FILL_scalar(s) scalar::fill_shard_##s(k[int(Isa::Scalar)]);
+#define FO_FILL_avx2(s) avx2::fill_shard_##s(k[int(Isa::Avx2)]);
+#define FO_FILL_avx512(s) avx512::fill_shard_##s(k[int(Isa::Avx512)]);
+    FO_SHARD_LIST(FO_FILL_scalar)
 #ifdef FO_HAVE_X86_ISAS
-#define FO_PICK_ISA(op)                                \
-  if (isa == Isa::Avx512) return &avx512::op;          \
-  if (isa == Isa::Avx2) return &avx2::op;
+    FO_SHARD_LIST(FO_FILL_avx2)
+    FO_SHARD_LIST(FO_FILL_avx512)
 #else
-#define FO_PICK_ISA(op) (void)isa;
+    for (int r = 0; r < kNumRules; ++r) k[int(Isa::Avx2)][r] = k[int(Isa::Avx512)][r] = k[int(Isa::Scalar)][r];
 #endif
-  FO_ELEMENTWISE_RULES(FO_PICK)
-#undef FO_PICK
-#undef FO_PICK_ISA
-  return nullptr;
+#undef FO_FILL_scalar
+#undef FO_FILL_avx2
+#undef FO_FILL_avx512
+  }
+};
+const Tables& tables() {
+  static const Tables t;
+  return t;
+}
+}  // namespace
+
+const Kernel* kernel_table(Isa isa) { return tables().k[int(isa)]; }
+
+Kernel kernel_at(int rule) {
+  if (rule < 0 || rule >= kNumRules) return nullptr;
+  static const Kernel* active = kernel_table(active_isa());
+  return active[rule];
+}
+
+Kernel kernel_for(const char* name, Isa isa) {
+  const int r = rule_index(name);
+  return r < 0 ? nullptr : kernel_table(isa)[r];
 }
 
 Kernel kernel(const char* name) { return kernel_for(name, active_isa()); }

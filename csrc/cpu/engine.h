@@ -28,9 +28,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #include "../core/aux.h"
 #include "../core/config.h"
+#include "../core/dispatch.h"
 #include "../core/launch.h"
 #include "../core/reduce.h"
 #include "../core/storage.h"
@@ -383,62 +386,21 @@ struct Engine {
   }
 };
 
-// Expand a runtime variant index into the rule's compile-time variants.
-template <class Rule, class T, class PP, class SP, int V = 0>
-void run_variant(const Launch& L, int v) {
-  if constexpr (V < Rule::kNumVariants) {
-    if (v == V) return Engine<Rule, V, T, PP, SP>::run(L);
-    return run_variant<Rule, T, PP, SP, V + 1>(L, v);
+// The engine's side of the shared instantiation table (core/dispatch.h).
+struct Backend {
+  static constexpr bool kF64 = true;
+  template <class Rule, int V, class T, class PP, class SP>
+  static void run(const Launch& L, const char*) {
+    Engine<Rule, V, T, PP, SP>::run(L);
   }
-}
-
-// Param policies that may be combined with 8-bit states (plain fp32 / fp16 / bf16 params).
-template <class PP> constexpr bool kQ8Param = false;
-template <> inline constexpr bool kQ8Param<F32Store<float>> = true;
-template <> inline constexpr bool kQ8Param<F16Store<float>> = true;
-template <> inline constexpr bool kQ8Param<BF16Store<float>> = true;
-
-// A variant with no state (plain SGD) never has 8-bit states: the glue refuses it.
-template <class Rule, class T, class PP, int V = 0>
-void run_variant_q8(const Launch& L, int v) {
-  if constexpr (V < Rule::kNumVariants) {
-    if constexpr (Rule::num_states(V) > 0) {
-      if (v == V) return Engine<Rule, V, T, PP, Q8Store<T>>::run(L);
-    }
-    return run_variant_q8<Rule, T, PP, V + 1>(L, v);
+  [[noreturn]] static void fail(const char* what, const std::string& why) {
+    throw std::runtime_error(std::string("fusedopt CPU ") + what + ": " + why);
   }
-}
+};
 
-template <class Rule, class T, class PP>
-void run_state(const Launch& L, int v) {
-  if constexpr (sizeof(T) == 8) {
-    run_variant<Rule, T, PP, F64Store<T>>(L, v);  // fp64 params keep fp64 states
-  } else {
-    // not for wrapper rules (Lookahead sync, averaging), which read no grad
-    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {
-      if (L.state_dt == Dt::U8) return run_variant_q8<Rule, T, PP>(L, v);
-    }
-    if (L.state_dt == Dt::BF16)
-      run_variant<Rule, T, PP, BF16Store<T>>(L, v);
-    else
-      run_variant<Rule, T, PP, F32Store<T>>(L, v);
-  }
-}
-
-// The instantiation table: param storage x state storage x variant, pruned on purpose.
 template <class Rule>
-void dispatch(const Launch& L) {
-  const int v = variant_of(L.flags);
-  switch (L.param_dt) {
-    case Dt::F32: return run_state<Rule, float, F32Store<float>>(L, v);
-    case Dt::F64: return run_state<Rule, double, F64Store<double>>(L, v);
-    case Dt::F16: return run_state<Rule, float, F16Store<float>>(L, v);
-    case Dt::BF16:
-      if (L.param_mode == ParamMode::StochRound) return run_state<Rule, float, BF16SRStore<float>>(L, v);
-      if (L.param_mode == ParamMode::Kahan) return run_state<Rule, float, BF16KahanStore<float>>(L, v);
-      return run_state<Rule, float, BF16Store<float>>(L, v);
-    default: return;
-  }
+void dispatch(const Launch& L, const char* what) {
+  dispatch_rule<Backend, Rule>(L, what);
 }
 
 }  // namespace fusedopt::cpu::FO_ISA

@@ -37,11 +37,8 @@
 namespace fusedopt::cuda {
 namespace {
 
-constexpr int kAfThreads = 512;      // a power of two (block folds)
-constexpr int kAfMaxSlots = 16;      // tensors per launch of the piece kernels
-constexpr int kAfMaxBlocks = 320;    // blocks per launch of the piece kernels
-constexpr int kAfPerLaunch = 64;     // tensors per launch of the per-tensor kernels
-constexpr int kAfFactorBlocks = 32;  // at most this many blocks share the matrices of one tensor
+constexpr int kAfThreads = kAfPieces.threads;  // a power of two (block folds); factor_kernel uses it too
+static_assert(kAfFactor.threads == kAfThreads, "factor_kernel and pass_kernel share the block fold");
 
 // ---- the workspace (one fp64 device buffer, laid out by the host) --------------------------------
 struct AfLayout {
@@ -121,20 +118,11 @@ __device__ double af_block_sum(double v, double* sh) {
 }
 
 // ---- 1. steps, RMS(p) and the per-tensor scalars ----------------------------------------------------
-// What the per-tensor kernels (scalar_kernel, clip_kernel) read of tensors [first, first + n).
-struct TensorMeta {
-  float* step[kAfPerLaunch];
-  float* rms[kAfPerLaunch];
-  int64_t numel[kAfPerLaunch];
-  int64_t piece_base[kAfPerLaunch];
-  int64_t npieces[kAfPerLaunch];
-  int64_t first;
-  int n;
-};
-static_assert(sizeof(TensorMeta) + 256 <= kArgBytes, "tensor metadata exceeds the kernel-argument budget");
+static_assert(kAfTensorArgBytes <= kArgBytes, "tensor metadata exceeds the kernel-argument budget");
 
 template <bool kTorch>
-__global__ void scalar_kernel(const __grid_constant__ TensorMeta m, const AfArgs a, const double* psq,
+__global__ void __launch_bounds__(kAfTensors.bound)
+    scalar_kernel(const __grid_constant__ AfTensorMeta m, const AfArgs a, const double* psq,
                               DevCtx* ctx) {
   const int i = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
   if (i >= m.n || skipped(a.found_inf)) return;
@@ -148,28 +136,14 @@ __global__ void scalar_kernel(const __grid_constant__ TensorMeta m, const AfArgs
 }
 
 // ---- 2. factor EMAs and factors -----------------------------------------------------------------------
-struct FactorSlot {
-  float* R;          // state R [B*rows]
-  float* C;          // state C [B*cols]
-  const float* fl;   // this tensor's floats: rm, cm, rf, cf, rd
-  int64_t batch, rows, cols;
-  int32_t t;         // index in the call (ctx)
-  int32_t nblocks;   // blocks sharing its matrices: block j takes b = j, j + nblocks, ...
-};
-constexpr int kFactorSlots = 24;
-struct FactorMeta {
-  FactorSlot s[kFactorSlots];
-  uint8_t block_slot[kFactorSlots * kAfFactorBlocks];
-  uint8_t block_j[kFactorSlots * kAfFactorBlocks];
-};
-static_assert(sizeof(FactorMeta) + 256 <= kArgBytes, "factor metadata exceeds the kernel-argument budget");
+static_assert(kAfFactorArgBytes <= kArgBytes, "factor metadata exceeds the kernel-argument budget");
 
 template <bool kTorch>
-__global__ void __launch_bounds__(kAfThreads)
-    factor_kernel(const __grid_constant__ FactorMeta m, const AfArgs a, const DevCtx* ctx) {
+__global__ void __launch_bounds__(kAfFactor.bound)
+    factor_kernel(const __grid_constant__ AfFactorMeta m, const AfArgs a, const DevCtx* ctx) {
   __shared__ double sh[kAfThreads];
   if (skipped(a.found_inf)) return;
-  const FactorSlot& s = m.s[m.block_slot[blockIdx.x]];
+  const AfFactorSlot& s = m.s[m.block_slot[blockIdx.x]];
   const AfElemCtx<float> c = ctx[s.t].e;
   const int64_t B = s.batch, Rn = s.rows, Cn = s.cols;
   const float* rm = s.fl;
@@ -196,24 +170,7 @@ __global__ void __launch_bounds__(kAfThreads)
 }
 
 // ---- 3./4. the element passes over pieces --------------------------------------------------------------
-struct PieceSlot {
-  void* p;
-  const void* g;
-  float* v;          // unfactored: V
-  float* m;          // exp_avg (kBeta1) or null
-  const float* fl;   // factored: rm, cm, rf, cf, rd
-  int64_t numel, batch, rows, cols;
-  int64_t piece_base;
-  int32_t per_mat;   // pieces per matrix (factored)
-  int32_t t;
-  bool factored;
-};
-struct PieceMeta {
-  PieceSlot s[kAfMaxSlots];
-  int32_t block_piece[kAfMaxBlocks];
-  uint8_t block_slot[kAfMaxBlocks];
-};
-static_assert(sizeof(PieceMeta) + 256 <= kArgBytes, "piece metadata exceeds the kernel-argument budget");
+static_assert(kAfPassArgBytes <= kBigArgBytes, "piece metadata exceeds the kernel-argument budget");
 
 struct PassArgs {
   const float* found_inf;
@@ -221,6 +178,7 @@ struct PassArgs {
   double* part;
   float gsign;
 };
+static_assert(sizeof(PassArgs) <= kAfPassParamBytes, "pass_kernel's arguments outgrew launch_plan.h's budget");
 
 // The end of one element's work: pass 3 (kApply) writes p (and exp_avg), pass 2 adds u^2 to acc.
 template <bool kTorch, bool kApply, bool kBeta1, class PP>
@@ -236,11 +194,11 @@ __device__ __forceinline__ void af_finish(const PP& pp, float* m, int64_t i, flo
 }
 
 template <bool kTorch, bool kApply, bool kBeta1, class PP>
-__global__ void __launch_bounds__(kAfThreads)
-    pass_kernel(const __grid_constant__ PieceMeta m, const PassArgs q) {
+__global__ void __launch_bounds__(kAfPieces.bound)
+    pass_kernel(const __grid_constant__ AfPieceMeta m, const PassArgs q) {
   __shared__ double sh[kAfThreads];
   if (skipped(q.found_inf)) return;
-  const PieceSlot& s = m.s[m.block_slot[blockIdx.x]];
+  const AfPieceSlot& s = m.s[m.block_slot[blockIdx.x]];
   const int64_t piece = m.block_piece[blockIdx.x];
   const AfElemCtx<float> c = q.ctx[s.t].e;
   const PP pp = make_plain<PP>(s.p);
@@ -288,7 +246,8 @@ __global__ void __launch_bounds__(kAfThreads)
 
 // ---- the clip divisor: each tensor's pieces folded in order -------------------------------------------
 template <bool kTorch>
-__global__ void clip_kernel(const __grid_constant__ TensorMeta m, const AfArgs a, const double* part,
+__global__ void __launch_bounds__(kAfTensors.bound)
+    clip_kernel(const __grid_constant__ AfTensorMeta m, const AfArgs a, const double* part,
                             DevCtx* ctx) {
   const int i = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
   if (i >= m.n || skipped(a.found_inf)) return;
@@ -301,15 +260,14 @@ __global__ void clip_kernel(const __grid_constant__ TensorMeta m, const AfArgs a
 }
 
 // ---- host side -----------------------------------------------------------------------------------------
-// Calls fn(meta) for the tensors of the call in launches of kAfPerLaunch.
+// Calls fn(meta, threads) for the tensors of the call in batches (for_each_batch, kAfTensors).
 template <class Fn>
 void per_tensor_launches(const AfArgs& a, const AfLayout& L, const Fn& fn) {
-  for (int64_t t0 = 0; t0 < a.ntensors; t0 += kAfPerLaunch) {
-    const int64_t left = a.ntensors - t0;
-    TensorMeta m{};
+  for_each_batch(kAfTensors, a.ntensors, [&](int64_t t0, int n, int threads) {
+    AfTensorMeta m{};
     m.first = t0;
-    m.n = int(left < kAfPerLaunch ? left : kAfPerLaunch);
-    for (int i = 0; i < m.n; ++i) {
+    m.n = n;
+    for (int i = 0; i < n; ++i) {
       const AfTensor& at = a.tensors[t0 + i];
       m.step[i] = at.step;
       m.rms[i] = at.rms;
@@ -317,62 +275,57 @@ void per_tensor_launches(const AfArgs& a, const AfLayout& L, const Fn& fn) {
       m.piece_base[i] = L.piece_base[size_t(t0 + i)];
       m.npieces[i] = af_pieces(at);
     }
-    fn(m);
-  }
+    fn(m, threads);
+  });
 }
 
-// Packs the pieces of every non-empty tensor into launches of at most kAfMaxSlots tensors and
-// kAfMaxBlocks blocks; a tensor whose pieces do not all fit continues in slot 0 of the next launch.
-template <class Launch>
-void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, const Launch& launch) {
-  PieceMeta m{};
-  int slot = 0, nblocks = 0;
+// Packs the pieces of every non-empty tensor into launches (plan_pieces with kAfPieces' limits).
+template <class F>
+void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, const F& launch) {
   for (int64_t t = 0; t < a.ntensors; ++t) {
     const AfTensor& at = a.tensors[t];
-    const int64_t np = af_pieces(at);
-    if (np == 0) continue;
-    if (np > int64_t(INT32_MAX)) throw std::runtime_error("fusedopt CUDA adafactor_: tensor too large");
-    if (at.factored && row_block(at.cols) * at.cols > int64_t(INT32_MAX))
+    if (af_pieces(at) > int64_t(INT32_MAX)) throw std::runtime_error("fusedopt CUDA adafactor_: tensor too large");
+    if (at.factored && at.numel > 0 && row_block(at.cols) * at.cols > int64_t(INT32_MAX))
       throw std::runtime_error("fusedopt CUDA adafactor_: a factored tensor has more than 2^25 columns");
-    PieceSlot& s = m.s[slot];
-    s.p = at.param;
-    s.g = at.grad;
-    s.v = at.factored ? nullptr : static_cast<float*>(at.row_or_var);
-    s.m = static_cast<float*>(at.exp_avg);
-    s.fl = at.factored ? floats + L.fac[size_t(t)] : nullptr;
-    s.numel = at.numel;
-    s.batch = at.batch;
-    s.rows = at.rows;
-    s.cols = at.cols;
-    s.piece_base = L.piece_base[size_t(t)];
-    s.per_mat = at.factored ? int32_t((at.rows + row_block(at.cols) - 1) / row_block(at.cols)) : 0;
-    s.t = int32_t(t);
-    s.factored = at.factored;
-    for (int64_t k = 0; k < np; ++k) {
-      m.block_slot[nblocks] = uint8_t(slot);
-      m.block_piece[nblocks] = int32_t(k);
-      ++nblocks;
-      const bool done = k == np - 1;
-      if (nblocks == kAfMaxBlocks || (done && slot + 1 == kAfMaxSlots)) {
-        launch(m, nblocks);
-        nblocks = 0;
-        if (done) {
-          slot = -1;
-        } else {
-          m.s[0] = m.s[slot];
-          slot = 0;
-        }
-      }
-    }
-    ++slot;
   }
-  if (nblocks > 0) launch(m, nblocks);
+  struct Sink {
+    const AfArgs& a;
+    const AfLayout& L;
+    float* floats;
+    const F& fn;
+    AfPieceMeta m{};
+    void slot(int slot, int64_t t) {
+      const AfTensor& at = a.tensors[t];
+      AfPieceSlot& s = m.s[slot];
+      s.p = at.param;
+      s.g = at.grad;
+      s.v = at.factored ? nullptr : static_cast<float*>(at.row_or_var);
+      s.m = static_cast<float*>(at.exp_avg);
+      s.fl = at.factored ? floats + L.fac[size_t(t)] : nullptr;
+      s.numel = at.numel;
+      s.batch = at.batch;
+      s.rows = at.rows;
+      s.cols = at.cols;
+      s.piece_base = L.piece_base[size_t(t)];
+      s.per_mat = at.factored ? int32_t((at.rows + row_block(at.cols) - 1) / row_block(at.cols)) : 0;
+      s.t = int32_t(t);
+      s.factored = at.factored;
+    }
+    void block(int b, int slot, int32_t piece) {
+      m.block_slot[b] = uint16_t(slot);
+      m.block_piece[b] = piece;
+    }
+    void launch(int nblocks) { fn(m, nblocks); }
+    void carry(int slot) { m.s[0] = m.s[slot]; }
+  };
+  plan_pieces(a.ntensors, [&](int64_t t) { return af_pieces(a.tensors[t]); }, kAfPieces.max_slots,
+              kAfPieces.max_blocks, Sink{a, L, floats, launch});
 }
 
 template <bool kTorch, bool kApply, bool kBeta1, class PP>
 void run_pass(const AfArgs& a, const AfLayout& L, float* floats, const PassArgs& q, cudaStream_t stream) {
-  for_each_piece_launch(a, L, floats, [&](const PieceMeta& m, int nblocks) {
-    pass_kernel<kTorch, kApply, kBeta1, PP><<<nblocks, kAfThreads, 0, stream>>>(m, q);
+  for_each_piece_launch(a, L, floats, [&](const AfPieceMeta& m, int nblocks) {
+    pass_kernel<kTorch, kApply, kBeta1, PP><<<nblocks, kAfPieces.threads, 0, stream>>>(m, q);
     check_launch("adafactor_", kApply ? "update pass launch" : "RMS(u) pass launch");
   });
 }
@@ -393,62 +346,66 @@ void af_cuda(const AfArgs& a, double* ws, cudaStream_t stream) {
   reduce(p0.args);
 
   // 1. steps, RMS(p), scalars
-  per_tensor_launches(a, L, [&](const TensorMeta& m) {
-    scalar_kernel<kTorch><<<1, kAfPerLaunch, 0, stream>>>(m, a, psq, ctx);
+  per_tensor_launches(a, L, [&](const AfTensorMeta& m, int threads) {
+    scalar_kernel<kTorch><<<1, threads, 0, stream>>>(m, a, psq, ctx);
     check_launch("adafactor_", "scalar kernel launch");
   });
 
   // 2. row/col means of g^2 (+eps1), then the factor EMAs and factors
-  FactorMeta fm{};
-  int fslots = 0, fblocks = 0;
-  auto flush_factors = [&]() {
-    if (fblocks == 0) return;
-    factor_kernel<kTorch><<<fblocks, kAfThreads, 0, stream>>>(fm, a, ctx);
-    check_launch("adafactor_", "factor kernel launch");
-    fslots = 0;
-    fblocks = 0;
-  };
-  for (int64_t t = 0; t < n; ++t) {
-    const AfTensor& at = a.tensors[t];
-    if (!at.factored || at.numel == 0) continue;
-    float* fl = floats + L.fac[size_t(t)];
-    RowColArgs rc{};
-    rc.data = at.grad;
-    rc.batch = at.batch;
-    rc.rows = at.rows;
-    rc.cols = at.cols;
-    rc.dt = a.dt;
-    rc.square = true;
-    rc.mean = true;
-    rc.add = kTorch ? 0.0 : a.eps1;
-    rc.row_out = fl;
-    rc.col_out = fl + at.batch * at.rows;
-    rc.workspace = ws + L.rc_ws;  // reused: the launches of one stream run in order
-    rc.stream = stream;
-    row_col(rc);
-    FactorSlot& s = fm.s[fslots];
-    s.R = static_cast<float*>(at.row_or_var);
-    s.C = static_cast<float*>(at.col);
-    s.fl = fl;
-    s.batch = at.batch;
-    s.rows = at.rows;
-    s.cols = at.cols;
-    s.t = int32_t(t);
-    s.nblocks = int32_t(at.batch < kAfFactorBlocks ? at.batch : kAfFactorBlocks);
-    for (int j = 0; j < s.nblocks; ++j) {
-      fm.block_slot[fblocks] = uint8_t(fslots);
-      fm.block_j[fblocks] = uint8_t(j);
-      ++fblocks;
+  struct FactorSink {
+    const AfArgs& a;
+    const AfLayout& L;
+    float* floats;
+    double* rc_ws;
+    DevCtx* ctx;
+    cudaStream_t stream;
+    AfFactorMeta fm{};
+    void slot(int slot, int64_t t, int nblocks) {
+      const AfTensor& at = a.tensors[t];
+      float* fl = floats + L.fac[size_t(t)];
+      RowColArgs rc{};  // the row/col means of this tensor, before the factor launch that reads them
+      rc.data = at.grad;
+      rc.batch = at.batch;
+      rc.rows = at.rows;
+      rc.cols = at.cols;
+      rc.dt = a.dt;
+      rc.square = true;
+      rc.mean = true;
+      rc.add = kTorch ? 0.0 : a.eps1;
+      rc.row_out = fl;
+      rc.col_out = fl + at.batch * at.rows;
+      rc.workspace = rc_ws;  // reused: the launches of one stream run in order
+      rc.stream = stream;
+      row_col(rc);
+      AfFactorSlot& s = fm.s[slot];
+      s.R = static_cast<float*>(at.row_or_var);
+      s.C = static_cast<float*>(at.col);
+      s.fl = fl;
+      s.batch = at.batch;
+      s.rows = at.rows;
+      s.cols = at.cols;
+      s.t = int32_t(t);
+      s.nblocks = int32_t(nblocks);
     }
-    if (++fslots == kFactorSlots) flush_factors();
-  }
-  flush_factors();
+    void block(int b, int slot, int j) {
+      fm.block_slot[b] = uint16_t(slot);
+      fm.block_j[b] = uint8_t(j);
+    }
+    void launch(int nblocks) {
+      factor_kernel<kTorch><<<nblocks, kAfFactor.threads, 0, stream>>>(fm, a, ctx);
+      check_launch("adafactor_", "factor kernel launch");
+    }
+  };
+  plan_factor_blocks(n, [&](int64_t t) {
+    const AfTensor& at = a.tensors[t];
+    return at.factored && at.numel > 0 ? at.batch : int64_t(0);
+  }, FactorSink{a, L, floats, ws + L.rc_ws, ctx, stream});
 
   // 3. u, sum u^2 per piece, the clip divisor per tensor
   const PassArgs q{a.found_inf, ctx, part, (a.flags & kAfMaximize) ? -1.0f : 1.0f};
   run_pass<kTorch, false, false, PP>(a, L, floats, q, stream);
-  per_tensor_launches(a, L, [&](const TensorMeta& m) {
-    clip_kernel<kTorch><<<1, kAfPerLaunch, 0, stream>>>(m, a, part, ctx);
+  per_tensor_launches(a, L, [&](const AfTensorMeta& m, int threads) {
+    clip_kernel<kTorch><<<1, threads, 0, stream>>>(m, a, part, ctx);
     check_launch("adafactor_", "clip kernel launch");
   });
 

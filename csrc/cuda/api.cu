@@ -3,24 +3,17 @@
 
 #include "api.h"
 #include "mta.cuh"
-#include "shards.h"
+#include "../core/rule_table.h"
+#include "../core/shards.h"
 
 namespace fusedopt::cuda {
 
 namespace {
 
-constexpr int kStepsPerLaunch = 480;
-
-struct StepBumpArgs {
-  void* step[kStepsPerLaunch];
-  const float* found_inf;
-  int n;
-  bool f64;
-};
 static_assert(sizeof(StepBumpArgs) <= kArgBytes, "step list exceeds the kernel-argument budget");
 
 // One thread per step counter; on a skipped step (found_inf != 0) no counter moves.
-__global__ void __launch_bounds__(kStepsPerLaunch) step_bump_kernel(const __grid_constant__ StepBumpArgs a) {
+__global__ void __launch_bounds__(kStepBump.bound) step_bump_kernel(const __grid_constant__ StepBumpArgs a) {
   const int i = int(threadIdx.x);
   if (i >= a.n) return;
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;
@@ -31,13 +24,6 @@ __global__ void __launch_bounds__(kStepsPerLaunch) step_bump_kernel(const __grid
   }
 }
 
-constexpr int kShardList[] = {
-#define FO_SHARD_NUMBER(s) s,
-    FO_CUDA_SHARDS(FO_SHARD_NUMBER)
-#undef FO_SHARD_NUMBER
-};
-static_assert(sizeof(kShardList) / sizeof(kShardList[0]) == kNumShards, "FO_CUDA_SHARDS must list every shard");
-
 }  // namespace
 
 void bump_steps(const Launch& L, const char* what) {
@@ -45,23 +31,34 @@ void bump_steps(const Launch& L, const char* what) {
   StepBumpArgs a;
   a.found_inf = L.found_inf;
   a.f64 = L.step_f64;
-  for (int64_t t0 = 0; t0 < L.ntensors; t0 += kStepsPerLaunch) {
-    const int64_t left = L.ntensors - t0;
-    a.n = int(left < kStepsPerLaunch ? left : kStepsPerLaunch);
-    for (int i = 0; i < a.n; ++i) a.step[i] = L.tensors[t0 + i].step;
-    const int threads = (a.n + 31) / 32 * 32;
+  for_each_batch(kStepBump, L.ntensors, [&](int64_t t0, int n, int threads) {
+    a.n = n;
+    for (int i = 0; i < n; ++i) a.step[i] = L.tensors[t0 + i].step;
     step_bump_kernel<<<1, threads, 0, stream>>>(a);
     check_launch(what, "step-counter kernel launch");
-  }
+  });
 }
 
-Kernel kernel(const char* name) {
-  if (name == nullptr) return nullptr;
-#define FO_TRY_SHARD(s) \
-  if (Kernel k = FO_SHARD_FN(s)(name)) return k;
-  FO_CUDA_SHARDS(FO_TRY_SHARD)
-#undef FO_TRY_SHARD
-  return nullptr;
+#define FO_DECLARE_FILL(s) void fill_shard_##s(Kernel* table);
+FO_SHARD_LIST(FO_DECLARE_FILL)
+#undef FO_DECLARE_FILL
+
+namespace {
+struct Table {
+  Kernel k[kNumRules] = {};
+  Table() {
+#define FO_FILL_SHARD(s) fill_shard_##s(k);
+    FO_SHARD_LIST(FO_FILL_SHARD)
+#undef FO_FILL_SHARD
+  }
+};
+}  // namespace
+
+Kernel kernel_at(int rule) {
+  static const Table t;
+  return rule < 0 || rule >= kNumRules ? nullptr : t.k[rule];
 }
+
+Kernel kernel(const char* name) { return kernel_at(rule_index(name)); }
 
 }  // namespace fusedopt::cuda

@@ -8,7 +8,9 @@ namespace fusedopt::cuda {
 
 using Kernel = void (*)(const Launch&);
 
-// Kernel of rule `name` (an op name of the rule table); null if unknown.
+// Kernel of rule number `rule` (core/rule_table.h); null if out of range.
+Kernel kernel_at(int rule);
+// Kernel of rule `name` (an op name of the rule table); null if unknown (a string search: tests only).
 Kernel kernel(const char* name);
 
 // The reduction engine (core/reduce.h, reduce.cu): asynchronous on args.stream, no host sync.

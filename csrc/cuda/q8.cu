@@ -14,9 +14,10 @@
 namespace fusedopt::cuda {
 namespace {
 
-constexpr int kCodecThreads = 256;
+constexpr int kCodecThreads = kQ8Codec.threads;  // s_mid holds one midpoint per thread
+static_assert(kCodecThreads == 256, "one thread per codebook entry");
 
-__global__ void __launch_bounds__(kCodecThreads)
+__global__ void __launch_bounds__(kQ8Codec.bound)
     q8_quantize_kernel(const float* x, int64_t n, int64_t block, int is_signed, uint8_t* codes, float* absmax,
                        int64_t nblocks) {
   __shared__ float s_mid[256];
@@ -45,7 +46,7 @@ __global__ void __launch_bounds__(kCodecThreads)
   }
 }
 
-__global__ void q8_dequantize_kernel(const uint8_t* codes, const float* absmax, int64_t n, int64_t block,
+__global__ void __launch_bounds__(kQ8Codec.bound) q8_dequantize_kernel(const uint8_t* codes, const float* absmax, int64_t n, int64_t block,
                                      int is_signed, float* out) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = kQ8DevValues[is_signed][codes[i]] * absmax[i / block];
@@ -63,7 +64,7 @@ void check(const char* what) {
 void q8_quantize(const float* x, int64_t n, int64_t block, bool is_signed, uint8_t* codes, float* absmax,
                  void* stream) {
   const int64_t nblocks = (n + block - 1) / block;
-  const int grid = int(nblocks < 65535 * 16 ? nblocks : 65535 * 16);
+  const int grid = int(grid_for(kQ8Codec, nblocks));
   q8_quantize_kernel<<<grid, kCodecThreads, 0, static_cast<cudaStream_t>(stream)>>>(x, n, block, is_signed ? 1 : 0,
                                                                                     codes, absmax, nblocks);
   check("quantize_blockwise");
@@ -71,9 +72,8 @@ void q8_quantize(const float* x, int64_t n, int64_t block, bool is_signed, uint8
 
 void q8_dequantize(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, bool is_signed, float* out,
                    void* stream) {
-  const int64_t want = (n + 255) / 256;
-  const int grid = int(want < 65535 * 16 ? want : 65535 * 16);
-  q8_dequantize_kernel<<<grid, 256, 0, static_cast<cudaStream_t>(stream)>>>(codes, absmax, n, block,
+  const int grid = int(grid_for(kQ8Codec, blocks_of(n, kQ8Codec.threads)));
+  q8_dequantize_kernel<<<grid, kQ8Codec.threads, 0, static_cast<cudaStream_t>(stream)>>>(codes, absmax, n, block,
                                                                            is_signed ? 1 : 0, out);
   check("dequantize_blockwise");
 }

@@ -1,7 +1,7 @@
 // The CUDA tile walk of 8-bit block-wise states (core/q8.h): the per-block functor of mta.cuh for
 // a rule whose states are uint8 codes + per-block absmax. torch-free. Compiled, never run here.
 //
-// One CUDA block (kBlockThreads = 512 threads) streams one chunk (kChunk elements) of a tensor in
+// One CUDA block (kBlockThreads = 512 threads) streams one chunk (kChunkElems elements) of a tensor in
 // iterations of kQ8Span = 4096 elements. In an iteration thread t owns the elements
 // base + r * 512 + t (r < 8): every load and store is coalesced, and every warp's 32 elements lie in
 // one quantization block (block sizes are multiples of 256). Per iteration:
@@ -15,7 +15,7 @@
 //      of y in the map's non-negative half by branchless binary search in shared memory), store the
 //      codes and the new absmax.
 // The absmax of a block is written by the one iteration that holds the whole block: kQ8Span is a
-// multiple of every block size, and chunks (kChunk) are multiples of kQ8Span.
+// multiple of every block size, and chunks (kChunkElems) are multiples of kQ8Span.
 // A rule with per-tensor outputs (kRedOut: LAMB's first pass) sums out[k]^2 per thread in fp64 in its
 // fixed element order (an element with a non-finite grad adds 0), folds the CUDA block by the fixed
 // tree of block_fold_partials and writes the chunk's partials; rule_kernel.cuh's red_out pass folds
@@ -66,6 +66,7 @@ FO_DEV void block_fold_partials(const double* acc, double* partial) {
 
 template <class Rule, int V, class PP>
 struct Q8RuleStep {
+  static constexpr int kMinBlocks = 1;  // the tile walk keeps a block's states in registers (up to 128)
   static constexpr int K = Rule::num_states(V);
   static_assert(K > 0, "8-bit states need a variant with state");
   static_assert(reads_grad<Rule>(), "8-bit states are for update rules (they read a grad)");
@@ -76,6 +77,10 @@ struct Q8RuleStep {
   static constexpr int KI = red_in_count<Rule>();  // core/reduce.h: per-tensor reduced inputs (LARS)
   static constexpr int KO = red_out_count<Rule>();  // per-tensor outputs (LAMB's first pass)
   static constexpr int KOS = KO > 0 ? KO : 1;
+  // elements per block: kCudaChunk, but per-tensor outputs keep kChunk (the glue counts their partials
+  // per kChunk piece); both are multiples of kQ8Span, so no quantization block straddles two blocks
+  static constexpr int64_t kChunkElems = KO > 0 ? kChunk : kCudaChunk;
+  static_assert(kChunkElems % kQ8Span == 0, "blocks must not straddle iterations");
   static_assert(KO == 0 || !HasSkip<Rule, typename Rule::template Ctx<float>>,
                 "a rule with kRedOut cannot have skip()");
   static constexpr int kAuxList = 2 + 2 * K;
@@ -137,10 +142,11 @@ struct Q8RuleStep {
       s_half[m][j] = j < 256 - z ? kQ8DevValues[m][z + j] : FO_Q8_INF;
     }
 
-    const int t = m.block_tensor[b];
-    const int64_t begin = int64_t(m.block_chunk[b]) * kChunk;
+    const int t = mta_slot(m, b);
+    const int32_t chunk = mta_chunk(m, b, t);
+    const int64_t begin = int64_t(chunk) * kChunkElems;
     const int64_t rest = m.numel[t] - begin;
-    const int len = rest < kChunk ? int(rest) : int(kChunk);
+    const int len = rest < kChunkElems ? int(rest) : int(kChunkElems);
     const double step = step_f64 ? *static_cast<const double*>(m.step[t])
                                  : double(*static_cast<const float*>(m.step[t]));
     const double lr_v = lr_ptr != nullptr ? double(*lr_ptr) : lr;
@@ -280,14 +286,8 @@ struct Q8RuleStep {
       }
     }
     if constexpr (KO > 0)
-      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO);
+      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(chunk) * KO);
   }
 };
-
-// 8-bit states go with plain fp32 / fp16 / bf16 params only (the glue refuses the other modes).
-template <class PP> constexpr bool kQ8Param = false;
-template <> inline constexpr bool kQ8Param<F32Store<float>> = true;
-template <> inline constexpr bool kQ8Param<F16Store<float>> = true;
-template <> inline constexpr bool kQ8Param<BF16Store<float>> = true;
 
 }  // namespace fusedopt::cuda

@@ -6,7 +6,7 @@
 //            reduces the elements begin + j + k * kRedThreads (k = 0, 1, ...) in that order, in fp64;
 //            the block folds its threads by a fixed shared-memory tree and writes
 //            workspace[chunk_base[t] + chunk]. Pieces are packed into launches like mta.cuh
-//            (kRedMaxBlocks blocks, kRedMaxTensors tensors per launch, by-value metadata).
+//            (kRedPieces limits of launch_plan.h, by-value metadata).
 //   stage 2  combine_kernel: one thread per tensor folds its pieces' partials in index order and
 //            writes per_tensor[t] (and the fp64 value to workspace[nchunks + t]); total_kernel: one
 //            thread folds the tensors in index order and writes total.
@@ -19,6 +19,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "api.h"
 #include "mta.cuh"
@@ -26,24 +27,15 @@
 namespace fusedopt::cuda {
 namespace {
 
-constexpr int kRedThreads = 512;
-constexpr int kRedMaxBlocks = 320;
-constexpr int kRedMaxTensors = 96;
-
-struct RedMeta {
-  const void* addr[kRedMaxTensors];
-  int64_t numel[kRedMaxTensors];
-  int64_t chunk_base[kRedMaxTensors];  // index of the tensor's first piece in the workspace
-  int32_t block_chunk[kRedMaxBlocks];
-  uint8_t block_tensor[kRedMaxBlocks];
-};
-static_assert(sizeof(RedMeta) + 64 <= kArgBytes, "reduction metadata exceeds the kernel-argument budget");
+constexpr int kRedThreads = kRedPieces.threads;
+static_assert(sizeof(RedMeta) + kRedParamBytes <= kBigArgBytes, "reduction metadata exceeds the kernel-argument budget");
 
 struct RedParams {
   double p;
   const float* grad_scale;
   double* workspace;
 };
+static_assert(sizeof(RedParams) <= kRedParamBytes, "partial_kernel's arguments outgrew launch_plan.h's budget");
 
 template <RedOp Op>
 struct DevTraits;
@@ -98,7 +90,7 @@ __device__ double block_fold(double v, double* sh) {
 }
 
 template <class S, RedOp Op, bool kScaled>
-__global__ void __launch_bounds__(kRedThreads)
+__global__ void __launch_bounds__(kRedPieces.bound)
     partial_kernel(const __grid_constant__ RedMeta m, const RedParams prm) {
   using Tr = DevTraits<Op>;
   __shared__ double sh[kRedThreads];
@@ -119,14 +111,6 @@ __global__ void __launch_bounds__(kRedThreads)
   if (threadIdx.x == 0) prm.workspace[m.chunk_base[t] + m.block_chunk[b]] = r;
 }
 
-constexpr int kCombinePerLaunch = 128;
-
-struct CombineArgs {
-  int64_t chunk_base[kCombinePerLaunch];
-  int64_t nchunks[kCombinePerLaunch];
-  int64_t first;  // index of the first tensor of this launch
-  int n;
-};
 
 struct OutParams {
   double p;
@@ -138,6 +122,8 @@ struct OutParams {
   double* per_tensor_ws;  // workspace + total chunks: fp64 per-tensor values (before roots)
   int64_t ntensors;
 };
+static_assert(sizeof(CombineArgs) + sizeof(void*) + sizeof(OutParams) <= kArgBytes,
+              "combine_kernel's arguments exceed the kernel-argument budget");
 
 template <RedOp Op>
 __device__ double finish(double r, const OutParams& o) {
@@ -148,7 +134,7 @@ __device__ double finish(double r, const OutParams& o) {
 }
 
 template <RedOp Op>
-__global__ void combine_kernel(const __grid_constant__ CombineArgs a, const double* ws, const OutParams o) {
+__global__ void __launch_bounds__(kCombine.bound) combine_kernel(const __grid_constant__ CombineArgs a, const double* ws, const OutParams o) {
   using Tr = DevTraits<Op>;
   const int i = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
   if (i >= a.n) return;
@@ -178,43 +164,45 @@ __global__ void total_kernel(const OutParams o) {
   if (o.total64) *o.total64 = out;
 }
 
-// Walk the pieces of every tensor and launch `launch(meta, nblocks)` whenever a launch is full.
-// Tensors are never split across launches' slots in a way that changes the piece numbering: the
-// piece index is global (chunk_base[t] + chunk), so results do not depend on launch packing.
+// plan_pieces' sink for the reduction kernels: fills RedMeta, hands each full launch to fn(meta, nblocks).
+template <class F>
+struct RedSink {
+  const void* const* data;
+  const int64_t* numel;
+  const int64_t* first_piece;
+  const F& fn;
+  RedMeta m{};
+  void slot(int s, int64_t t) {
+    m.addr[s] = data[t];
+    m.numel[s] = numel[t];
+    m.chunk_base[s] = first_piece[t];
+  }
+  void block(int k, int s, int32_t chunk) {
+    m.block_tensor[k] = uint16_t(s);
+    m.block_chunk[k] = chunk;
+  }
+  void launch(int nblocks) { fn(m, nblocks); }
+  void carry(int s) {
+    m.addr[0] = m.addr[s];
+    m.numel[0] = m.numel[s];
+    m.chunk_base[0] = m.chunk_base[s];
+  }
+};
+
+// Walk the pieces of every tensor (plan_pieces) and call `launch(meta, nblocks)` whenever a launch is
+// full. The piece index is global (chunk_base[t] + chunk), so results do not depend on launch packing.
 template <class F>
 void for_each_launch(const void* const* data, const int64_t* numel, int64_t ntensors, const F& launch) {
-  RedMeta m{};
-  int slot = 0, nblocks = 0;
-  int64_t base = 0;
+  std::vector<int64_t> first(static_cast<size_t>(ntensors));
+  int64_t next = 0;
   for (int64_t t = 0; t < ntensors; ++t) {
     const int64_t nch = num_chunks(numel[t]);
     if (nch > int64_t(INT32_MAX)) throw std::runtime_error("fusedopt CUDA reduce: tensor too large (2^47 elements)");
-    if (nch == 0) continue;
-    m.addr[slot] = data[t];
-    m.numel[slot] = numel[t];
-    m.chunk_base[slot] = base;
-    for (int64_t c = 0; c < nch; ++c) {
-      m.block_tensor[nblocks] = uint8_t(slot);
-      m.block_chunk[nblocks] = int32_t(c);
-      ++nblocks;
-      const bool done = c == nch - 1;
-      if (nblocks == kRedMaxBlocks || (done && slot + 1 == kRedMaxTensors)) {
-        launch(m, nblocks);
-        nblocks = 0;
-        if (done) {
-          slot = -1;
-        } else {  // the rest of this tensor continues in slot 0
-          m.addr[0] = m.addr[slot];
-          m.numel[0] = m.numel[slot];
-          m.chunk_base[0] = m.chunk_base[slot];
-          slot = 0;
-        }
-      }
-    }
-    base += nch;
-    ++slot;
+    first[static_cast<size_t>(t)] = next;
+    next += nch;
   }
-  if (nblocks > 0) launch(m, nblocks);
+  plan_pieces(ntensors, [&](int64_t t) { return num_chunks(numel[t]); }, kRedPieces.max_slots, kRedPieces.max_blocks,
+              RedSink<F>{data, numel, first.data(), launch});
 }
 
 template <class S, RedOp Op, bool kScaled>
@@ -230,18 +218,17 @@ void reduce_typed(const ReduceArgs& a) {
   OutParams o{a.p, a.norm, a.per_tensor, a.total, a.per_tensor64, a.total64, a.workspace + nchunks, a.ntensors};
   CombineArgs c{};
   int64_t base = 0;
-  for (int64_t t0 = 0; t0 < a.ntensors; t0 += kCombinePerLaunch) {
-    const int64_t left = a.ntensors - t0;
-    c.n = int(left < kCombinePerLaunch ? left : kCombinePerLaunch);
+  for_each_batch(kCombine, a.ntensors, [&](int64_t t0, int n, int threads) {
+    c.n = n;
     c.first = t0;
-    for (int i = 0; i < c.n; ++i) {
+    for (int i = 0; i < n; ++i) {
       c.chunk_base[i] = base;
       c.nchunks[i] = num_chunks(a.numel[t0 + i]);
       base += c.nchunks[i];
     }
-    combine_kernel<Op><<<1, kCombinePerLaunch, 0, stream>>>(c, a.workspace, o);
+    combine_kernel<Op><<<1, threads, 0, stream>>>(c, a.workspace, o);
     check_launch("reduce", "combine kernel launch");
-  }
+  });
   total_kernel<Op><<<1, 32, 0, stream>>>(o);
   check_launch("reduce", "total kernel launch");
 }
@@ -281,7 +268,7 @@ __device__ double rc_u(const S& s, int64_t i, double add) {
 }
 
 template <class S, bool kSquare>
-__global__ void __launch_bounds__(kRedThreads) rowcol_piece_kernel(const RowColParams q) {
+__global__ void __launch_bounds__(kRedPieces.bound) rowcol_piece_kernel(const RowColParams q) {
   const int64_t pc = int64_t(blockIdx.x);
   const int64_t b = pc / q.per_mat, r0 = (pc % q.per_mat) * q.rb;
   const int64_t r1 = r0 + q.rb < q.rows ? r0 + q.rb : q.rows;
@@ -302,18 +289,18 @@ __global__ void __launch_bounds__(kRedThreads) rowcol_piece_kernel(const RowColP
   }
 }
 
-__global__ void rowcol_cols_kernel(const RowColParams q, int64_t ncols) {
-  const int64_t bc = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (bc >= ncols) return;
-  const int64_t b = bc / q.cols, c = bc % q.cols;
-  double s = 0.0;
-  for (int64_t k = 0; k < q.per_mat; ++k) s += q.ws[(b * q.per_mat + k) * q.cols + c];
-  q.col_out[bc] = float(s * q.inv_r);
+__global__ void __launch_bounds__(kRowColFill.bound) rowcol_cols_kernel(const RowColParams q, int64_t ncols) {
+  for (int64_t bc = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; bc < ncols; bc += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = bc / q.cols, c = bc % q.cols;
+    double s = 0.0;
+    for (int64_t k = 0; k < q.per_mat; ++k) s += q.ws[(b * q.per_mat + k) * q.cols + c];
+    q.col_out[bc] = float(s * q.inv_r);
+  }
 }
 
-__global__ void fill_kernel(float* out, int64_t n, float v) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = v;
+__global__ void __launch_bounds__(kRowColFill.bound) fill_kernel(float* out, int64_t n, float v) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = v;
 }
 
 template <class S, bool kSquare>
@@ -322,8 +309,8 @@ void rowcol_typed(const RowColArgs& a) {
   const int64_t B = a.batch, R = a.rows, C = a.cols;
   if (B == 0 || R == 0 || C == 0) {
     const float rv = a.mean && C == 0 ? NAN : 0.0f, cv = a.mean && R == 0 ? NAN : 0.0f;
-    if (B * R > 0) fill_kernel<<<unsigned((B * R + 255) / 256), 256, 0, stream>>>(a.row_out, B * R, rv);
-    if (B * C > 0) fill_kernel<<<unsigned((B * C + 255) / 256), 256, 0, stream>>>(a.col_out, B * C, cv);
+    if (B * R > 0) fill_kernel<<<unsigned(grid_for(kRowColFill, blocks_of(B * R, kRowColFill.threads))), kRowColFill.threads, 0, stream>>>(a.row_out, B * R, rv);
+    if (B * C > 0) fill_kernel<<<unsigned(grid_for(kRowColFill, blocks_of(B * C, kRowColFill.threads))), kRowColFill.threads, 0, stream>>>(a.col_out, B * C, cv);
     check_launch("row_col_sums", "fill kernel launch");
     return;
   }
@@ -344,7 +331,7 @@ void rowcol_typed(const RowColArgs& a) {
   rowcol_piece_kernel<S, kSquare><<<unsigned(npieces), kRedThreads, 0, stream>>>(q);
   check_launch("row_col_sums", "piece kernel launch");
   const int64_t ncols = B * C;
-  rowcol_cols_kernel<<<unsigned((ncols + 255) / 256), 256, 0, stream>>>(q, ncols);
+  rowcol_cols_kernel<<<unsigned(grid_for(kRowColFill, blocks_of(ncols, kRowColFill.threads))), kRowColFill.threads, 0, stream>>>(q, ncols);
   check_launch("row_col_sums", "column kernel launch");
 }
 
@@ -359,9 +346,10 @@ struct ClipParams {
   const float* total;
   float max_norm, eps;
 };
+static_assert(sizeof(ClipParams) <= kRedParamBytes, "clip_kernel's arguments outgrew launch_plan.h's budget");
 
 template <class S>
-__global__ void __launch_bounds__(kRedThreads) clip_kernel(const __grid_constant__ RedMeta m, const ClipParams q) {
+__global__ void __launch_bounds__(kRedPieces.bound) clip_kernel(const __grid_constant__ RedMeta m, const ClipParams q) {
   const float coef = clip_coef(*q.total, q.max_norm, q.eps);
   const int b = int(blockIdx.x);
   const int t = m.block_tensor[b];

@@ -9,9 +9,9 @@
 // Per block: ctx = Rule::make<float>(hyper, lr_ptr ? *lr_ptr : lr, step, rule_flags(flags)) from
 // the tensor's (already bumped) step, and the stochastic-rounding seed sr_seed(index, step).
 //
-// Memory access: when every list of the tensor is aligned to the vector width (kW elements,
-// 16 bytes for the widest list), each thread moves kW consecutive elements per list with one
-// vector load/store; the last len % kW elements of a chunk, and whole chunks of unaligned
+// Memory access: when every list of the tensor is aligned to the vector width (kW = 4 elements:
+// 16 bytes of an fp32 list, 8 of a 2-byte one), each thread moves kW consecutive elements per list
+// with one vector load/store; the last len % kW elements of a chunk, and whole chunks of unaligned
 // tensors, go through a strided element loop (kW elements in flight per thread).
 //
 // Reduced values (core/reduce.h): a rule with kGlobalIn reads Launch::global_in and one with kRedIn
@@ -27,6 +27,7 @@
 
 #include "../core/aux.h"
 #include "../core/config.h"
+#include "../core/dispatch.h"
 #include "../core/reduce.h"
 #include "../core/storage.h"
 #include "../core/traits.h"
@@ -138,6 +139,9 @@ constexpr size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a 
 // ---- the per-block functor ----------------------------------------------------------------------
 template <class Rule, int V, class PP, class SP>
 struct RuleStep {
+  // two blocks of 512 threads per SM (<= 64 registers): half the threads an SM holds, enough bytes in
+  // flight for a streaming kernel; one block (up to 128 registers) left a quarter and cost bandwidth
+  static constexpr int kMinBlocks = 2;
   static constexpr int K = Rule::num_states(V);
   static constexpr int KS = K > 0 ? K : 1;  // array extent (a rule may have no state)
   static constexpr unsigned kReadOnly = read_only_states<Rule>(V);  // core/traits.h: loaded, not stored
@@ -156,11 +160,16 @@ struct RuleStep {
   // a skipped tensor's blocks return before writing partials: per-tensor outputs and skip() do not mix
   static_assert(KO == 0 || !HasSkip<Rule, Ctx>, "a rule with kRedOut cannot have skip()");
   static constexpr bool kStoreP = writes_param<Rule>();
-  // vector width in elements: 16 bytes of the widest list
-  // (a comp list is bf16, never wider than the param list)
-  static constexpr int kW = int(16 / max3(sizeof(RawOf<PP>), sizeof(RawOf<GP>), sizeof(RawOf<SP>)));
+  // vector width in elements: 4, so a 16-byte vector of fp32 lists and an 8-byte one of 2-byte lists.
+  // Eight 2-byte elements per list (16-byte vectors everywhere) need more than the 64 registers of
+  // kMinBlocks = 2 when every list is 2 bytes wide (bf16 params and states): they spilled 150-230 bytes.
+  static constexpr int kW = 4;
+  static_assert(16 % max3(sizeof(RawOf<PP>), sizeof(RawOf<GP>), sizeof(RawOf<SP>)) == 0, "vectors of whole elements");
   static_assert(PP::kTile == 1 && SP::kTile == 1, "tiled (block-wise) storage needs a tile walk");
-  static_assert(kChunk % kW == 0, "chunks must keep vector alignment");
+  // elements per block: kCudaChunk, but a rule with per-tensor outputs keeps kChunk (its partials are
+  // counted per kChunk piece by the glue: csrc/torch/ops.cpp sizes the workspace)
+  static constexpr int64_t kChunkElems = KO > 0 ? kChunk : kCudaChunk;
+  static_assert(kChunkElems % kW == 0, "chunks must keep vector alignment");
 
   double hyper[kMaxHyper];
   double lr;
@@ -276,10 +285,11 @@ struct RuleStep {
 
   FO_DEV void operator()(const TensorListMeta<kDepth>& m, int b) const {
     if (found_inf != nullptr && *found_inf != 0.0f) return;  // skipped step: touch nothing
-    const int t = m.block_tensor[b];
-    const int64_t begin = int64_t(m.block_chunk[b]) * kChunk;
+    const int t = mta_slot(m, b);
+    const int32_t chunk = mta_chunk(m, b, t);
+    const int64_t begin = int64_t(chunk) * kChunkElems;
     const int64_t rest = m.numel[t] - begin;
-    const int len = rest < kChunk ? int(rest) : int(kChunk);
+    const int len = rest < kChunkElems ? int(rest) : int(kChunkElems);
 
     const double step = step_f64 ? *static_cast<const double*>(m.step[t])
                                  : double(*static_cast<const float*>(m.step[t]));
@@ -334,27 +344,17 @@ struct RuleStep {
     for (int first = done; first < len; first += kW * int(blockDim.x))
       strided_tile(P, begin, first, len, c, scaled, scale, gsign, acc);
     if constexpr (KO > 0)  // fixed-tree block fold of each output (q8_kernel.cuh); thread 0 writes the chunk's partials
-      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(m.block_chunk[b]) * KO);
+      block_fold_partials<KO>(acc, static_cast<double*>(m.addr[kRedOutList][t]) + int64_t(chunk) * KO);
   }
 };
 
 // ---- aux pass (rules with a per-tensor scalar state, core/aux.h) ------------------------------------
 // After the step bump and before the main pass, in stream order: one thread per tensor advances
 // its aux from its (already bumped) step. Gated on *found_inf like the other passes.
-constexpr int kAuxPerLaunch = 200;
-
-struct AuxArgs {
-  double hyper[kMaxHyper];
-  void* step[kAuxPerLaunch];
-  float* aux[kAuxPerLaunch];
-  const float* found_inf;
-  int n;
-  bool f64;
-};
 static_assert(sizeof(AuxArgs) <= kArgBytes, "aux pass arguments exceed the kernel-argument budget");
 
 template <class Rule>
-__global__ void __launch_bounds__(kAuxPerLaunch) aux_kernel(const __grid_constant__ AuxArgs a) {
+__global__ void __launch_bounds__(kAuxPass.bound) aux_kernel(const __grid_constant__ AuxArgs a) {
   const int i = int(threadIdx.x);
   if (i >= a.n) return;
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;
@@ -370,19 +370,17 @@ void advance_aux(const Launch& L, const char* what) {
     for (int h = 0; h < kMaxHyper; ++h) a.hyper[h] = L.hyper[h];
     a.found_inf = L.found_inf;
     a.f64 = L.step_f64;
-    for (int64_t t0 = 0; t0 < L.ntensors; t0 += kAuxPerLaunch) {
-      const int64_t left = L.ntensors - t0;
-      a.n = int(left < kAuxPerLaunch ? left : kAuxPerLaunch);
-      for (int i = 0; i < a.n; ++i) {
+    for_each_batch(kAuxPass, L.ntensors, [&](int64_t t0, int n, int threads) {
+      a.n = n;
+      for (int i = 0; i < n; ++i) {
         if (L.tensors[t0 + i].aux == nullptr)
           throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": missing per-tensor scalar state");
         a.step[i] = L.tensors[t0 + i].step;
         a.aux[i] = static_cast<float*>(L.tensors[t0 + i].aux);
       }
-      const int threads = (a.n + 31) / 32 * 32;
       aux_kernel<Rule><<<1, threads, 0, stream>>>(a);
       check_launch(what, "aux-scalar kernel launch");
-    }
+    });
   } else {
     (void)L;
     (void)what;
@@ -390,20 +388,10 @@ void advance_aux(const Launch& L, const char* what) {
 }
 
 // ---- per-tensor outputs: fold each tensor's chunk partials in order (rules with kRedOut) ---------------
-constexpr int kRedOutPerLaunch = 128;
-
-struct RedOutArgs {
-  float* out[kRedOutPerLaunch];
-  int64_t base[kRedOutPerLaunch];     // first partial of the tensor (in units of k outputs)
-  int64_t nchunks[kRedOutPerLaunch];
-  const double* partials;
-  const float* found_inf;
-  int n, k;
-};
 static_assert(sizeof(RedOutArgs) <= kArgBytes, "red_out arguments exceed the kernel-argument budget");
 
 // static: this header is included by every kernel shard; one definition per translation unit
-static __global__ void red_out_kernel(const __grid_constant__ RedOutArgs a) {
+static __global__ void __launch_bounds__(kRedOutFold.bound) red_out_kernel(const __grid_constant__ RedOutArgs a) {
   const int i = int(threadIdx.x);
   if (i >= a.n) return;
   if (a.found_inf != nullptr && *a.found_inf != 0.0f) return;  // skipped step: partials were not written
@@ -441,20 +429,19 @@ void run_red_out(const Launch& L, const char* what) {
   a.partials = L.red_workspace;
   a.found_inf = L.found_inf;
   a.k = Fn::KO;
-  for (int64_t t0 = 0; t0 < L.ntensors; t0 += kRedOutPerLaunch) {
-    const int64_t left = L.ntensors - t0;
-    a.n = int(left < kRedOutPerLaunch ? left : kRedOutPerLaunch);
-    for (int i = 0; i < a.n; ++i) {
+  for_each_batch(kRedOutFold, L.ntensors, [&](int64_t t0, int n, int threads) {
+    a.n = n;
+    for (int i = 0; i < n; ++i) {
       a.out[i] = L.tensors[t0 + i].red_out;
       a.base[i] = base[size_t(t0 + i)];
       a.nchunks[i] = num_chunks(L.tensors[t0 + i].numel);
     }
-    red_out_kernel<<<1, kRedOutPerLaunch, 0, stream>>>(a);
+    red_out_kernel<<<1, threads, 0, stream>>>(a);
     check_launch(what, "per-tensor output kernel launch");
-  }
+  });
 }
 
-// ---- dispatch: param storage x state storage x variant, as dispatch<Rule> of the CPU engine -----
+// ---- the engine's side of the shared instantiation table (core/dispatch.h) ------------------------
 template <class Rule, int V, class PP, class SP>
 void run(const Launch& L, const char* what) {
   using Fn = RuleStep<Rule, V, PP, SP>;
@@ -467,17 +454,6 @@ void run(const Launch& L, const char* what) {
   if constexpr (!NoStepBump<Rule>) bump_steps(L, what);
   advance_aux<Rule>(L, what);
   multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L, Fn::from(L), what);
-}
-
-template <class Rule, class PP, class SP, int V = 0>
-void run_variant(const Launch& L, int v, const char* what) {
-  if constexpr (V < Rule::kNumVariants) {
-    if (v == V) return run<Rule, V, PP, SP>(L, what);
-    return run_variant<Rule, PP, SP, V + 1>(L, v, what);
-  } else {
-    throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": unknown variant " + std::to_string(v) +
-                                " (the rule has " + std::to_string(Rule::kNumVariants) + ")");
-  }
 }
 
 template <class Rule, int V, class PP>
@@ -493,50 +469,24 @@ void run_q8(const Launch& L, const char* what) {
   multi_tensor_apply<Fn::kDepth, typename Fn::Lists>(L, Fn::from(L), what);
 }
 
-template <class Rule, class PP, int V = 0>
-void run_variant_q8(const Launch& L, int v, const char* what) {
-  if constexpr (V < Rule::kNumVariants) {
-    if constexpr (Rule::num_states(V) > 0) {
-      if (v == V) return run_q8<Rule, V, PP>(L, what);
-    }
-    return run_variant_q8<Rule, PP, V + 1>(L, v, what);
-  } else {
-    throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": no 8-bit kernel for variant " +
-                             std::to_string(v));
-  }
-}
-
-template <class Rule, class PP>
-void run_state(const Launch& L, int v, const char* what) {
-  if (L.state_dt == Dt::U8) {
-    // not for wrapper rules (Lookahead sync, averaging), which read no grad
-    if constexpr (kQ8Param<PP> && reads_grad<Rule>()) {
-      return run_variant_q8<Rule, PP>(L, v, what);
+struct Backend {
+  static constexpr bool kF64 = false;
+  template <class Rule, int V, class T, class PP, class SP>
+  static void run(const Launch& L, const char* what) {
+    if constexpr (SP::kTile > 1) {
+      run_q8<Rule, V, PP>(L, what);
     } else {
-      throw std::runtime_error(std::string("fusedopt CUDA ") + what +
-                               ": 8-bit states need plain float32 / float16 / bfloat16 params");
+      cuda::run<Rule, V, PP, SP>(L, what);
     }
   }
-  if (L.state_dt == Dt::BF16) return run_variant<Rule, PP, BF16Store<float>>(L, v, what);
-  return run_variant<Rule, PP, F32Store<float>>(L, v, what);
-}
+  [[noreturn]] static void fail(const char* what, const std::string& why) {
+    throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": " + why);
+  }
+};
 
 template <class Rule>
 void dispatch(const Launch& L, const char* what) {
-  const int v = variant_of(L.flags);
-  switch (L.param_dt) {
-    case Dt::F32: return run_state<Rule, F32Store<float>>(L, v, what);
-    case Dt::F16: return run_state<Rule, F16Store<float>>(L, v, what);
-    case Dt::BF16:
-      if (L.param_mode == ParamMode::StochRound) return run_state<Rule, BF16SRStore<float>>(L, v, what);
-      if (L.param_mode == ParamMode::Kahan) return run_state<Rule, BF16KahanStore<float>>(L, v, what);
-      return run_state<Rule, BF16Store<float>>(L, v, what);
-    case Dt::F64:
-      throw std::runtime_error(std::string("fusedopt CUDA ") + what +
-                                  ": float64 params are supported on the CPU only");
-    default:
-      throw std::runtime_error(std::string("fusedopt CUDA ") + what + ": unsupported param dtype");
-  }
+  dispatch_rule<Backend, Rule>(L, what);
 }
 
 }  // namespace fusedopt::cuda

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <cstring>
@@ -65,9 +66,10 @@ const RuleInfo kRules[] = {
     FO_ELEMENTWISE_RULES(FO_RULE_INFO)
 #undef FO_RULE_INFO
 };
+static_assert(sizeof(kRules) / sizeof(kRules[0]) == kNumRules, "one RuleInfo per rule, in table order");
 
 // Names of the rule table's state string, in order; the '+' mark (non-negative state: unsigned
-// 8-bit map) is stripped here and read by unsigned_lists().
+// 8-bit map) is stripped unless keep_marks.
 std::vector<std::string> split_names(const char* s, bool keep_marks = false) {
   std::vector<std::string> out;
   std::string cur;
@@ -88,16 +90,34 @@ std::vector<std::string> split_names(const char* s, bool keep_marks = false) {
   return out;
 }
 
-// Bit k set: element-state list k is non-negative (unsigned 8-bit map).
-unsigned unsigned_lists(const RuleInfo& r) {
-  unsigned m = 0;
-  int k = 0;
-  for (const auto& n : split_names(r.states, true)) {
-    if (n[0] == '@') continue;
-    if (n[0] == '+') m |= 1u << k;
-    ++k;
-  }
-  return m;
+// What the glue needs of a rule's state string, parsed once (not per call).
+struct Parsed {
+  std::vector<std::string> names;  // element-state and '@' names in table order, '+' stripped
+  int num_element = 0, num_scalar = 0;
+  unsigned unsigned_lists = 0;     // bit k: element-state list k is non-negative (unsigned 8-bit map)
+};
+
+const Parsed& parsed(const RuleInfo& r) {
+  static const std::vector<Parsed> table = [] {
+    std::vector<Parsed> t;
+    for (const RuleInfo& ri : kRules) {
+      Parsed p;
+      p.names = split_names(ri.states);
+      int k = 0;
+      for (const auto& n : split_names(ri.states, true)) {
+        if (n[0] == '@') {
+          ++p.num_scalar;
+          continue;
+        }
+        if (n[0] == '+') p.unsigned_lists |= 1u << k;
+        ++k;
+      }
+      p.num_element = k;
+      t.push_back(std::move(p));
+    }
+    return t;
+  }();
+  return table[size_t(&r - kRules)];
 }
 
 std::string schema_of(const RuleInfo& r) {
@@ -121,15 +141,6 @@ std::string schema_of(const RuleInfo& r) {
   if (r.red_out) s << ", Tensor(z!)? tensor_out=None";
   s << ") -> ()";
   return s.str();
-}
-
-const RuleInfo& rule_of(const c10::OperatorHandle& op) {
-  const std::string& full = op.schema().name();  // "fusedopt::adam_"
-  const size_t b = full.find("::") + 2;
-  const std::string name = full.substr(b, full.size() - b - 1);
-  for (const auto& r : kRules)
-    if (name == r.op) return r;
-  TORCH_CHECK(false, "fusedopt: no rule behind op ", full);
 }
 
 Dt dt_of(at::ScalarType s) {
@@ -161,11 +172,7 @@ std::optional<at::Tensor> opt_tensor(const c10::IValue& v) {
   return v.toTensor();
 }
 
-int count_states(const RuleInfo& r, bool scalar) {
-  int n = 0;
-  for (const auto& name : split_names(r.states)) n += (name[0] == '@') == scalar;
-  return n;
-}
+int count_states(const RuleInfo& r, bool scalar) { return scalar ? parsed(r).num_scalar : parsed(r).num_element; }
 
 Args unpack(const RuleInfo& r, torch::jit::Stack* stack) {
   const int ns = count_states(r, false);
@@ -217,7 +224,7 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
               rule.num_variants);
   const int need = rule.num_states(variant);
   const unsigned mask = rule.slot_mask(variant);
-  const std::vector<std::string> names = split_names(rule.states);
+  const std::vector<std::string>& names = parsed(rule).names;
   int used = 0;
   std::vector<int> lists;  // the state lists this variant uses, packed into engine slots 0..need-1
   for (int k = 0; k < ns; ++k) {
@@ -400,7 +407,7 @@ std::vector<TensorPtrs> check_and_pack(const RuleInfo& rule, const Args& a, Laun
               ": stochastic rounding / Kahan compensation apply to bfloat16 params only (params are ", pdt, ")");
   L.step_f64 = a.steps[0].scalar_type() == at::kDouble;
   if (q8) {
-    const unsigned uns = unsigned_lists(rule);
+    const unsigned uns = parsed(rule).unsigned_lists;
     L.q8_block = int(a.block_size);
     for (int j = 0; j < used; ++j)
       if (!(uns & (1u << lists[size_t(j)]))) L.q8_signed_slots |= 1u << j;
@@ -415,12 +422,9 @@ void check_scalar(const char* op, const char* what, const at::Tensor& t, const c
               device);
 }
 
-void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
-  const RuleInfo& r = rule_of(oph);
-  Args a = unpack(r, stack);
-  Launch L{};
-  std::vector<TensorPtrs> ptrs = check_and_pack(r, a, L, c10::DeviceType::CPU);
-  if (ptrs.empty()) return;
+// Runs rule `rule` on the CPU over the packed L (check_and_pack), with a's per-call scalars.
+void run_cpu(int rule, const Args& a, Launch& L) {
+  const RuleInfo& r = kRules[rule];
   const c10::Device dev = a.params[0].device();
   float scale_v = 0.f, inf_v = 0.f;
   if (a.found_inf) {
@@ -439,18 +443,22 @@ void cpu_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
   }
   L.nthreads = at::get_num_threads();
   L.q8_books = cpu::q8_books();
-  cpu::Kernel k = cpu::kernel(r.op);
+  cpu::Kernel k = cpu::kernel_at(rule);
   TORCH_CHECK(k, "fusedopt: no CPU kernel for ", r.op);
   k(L);
 }
 
-#ifdef FUSEDOPT_WITH_CUDA
-void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
-  const RuleInfo& r = rule_of(oph);
-  Args a = unpack(r, stack);
+void cpu_kernel(int rule, torch::jit::Stack* stack) {
+  Args a = unpack(kRules[rule], stack);
   Launch L{};
-  std::vector<TensorPtrs> ptrs = check_and_pack(r, a, L, c10::DeviceType::CUDA);
-  if (ptrs.empty()) return;
+  std::vector<TensorPtrs> ptrs = check_and_pack(kRules[rule], a, L, c10::DeviceType::CPU);
+  if (!ptrs.empty()) run_cpu(rule, a, L);
+}
+
+#ifdef FUSEDOPT_WITH_CUDA
+// Runs rule `rule` on CUDA over the packed L (check_and_pack), with a's per-call scalars, on the current stream.
+void run_cuda(int rule, const Args& a, Launch& L) {
+  const RuleInfo& r = kRules[rule];
   const c10::Device dev = a.params[0].device();
   c10::cuda::CUDAGuard guard(dev);
   at::Tensor lr_dev;
@@ -477,15 +485,194 @@ void cuda_kernel(const c10::OperatorHandle& oph, torch::jit::Stack* stack) {
   at::Tensor red_ws;
   if (r.red_out) {  // fp64 chunk partials of the per-tensor outputs (core/reduce.h)
     int64_t nchunks = 0;
-    for (const auto& t : ptrs) nchunks += num_chunks(t.numel);
+    for (int64_t t = 0; t < L.ntensors; ++t) nchunks += num_chunks(L.tensors[t].numel);
     red_ws = at::empty({nchunks * r.red_out + 1}, a.params[0].options().dtype(at::kDouble));
     L.red_workspace = red_ws.mutable_data_ptr<double>();
   }
-  cuda::Kernel k = cuda::kernel(r.op);
+  cuda::Kernel k = cuda::kernel_at(rule);
   TORCH_CHECK(k, "fusedopt: no CUDA kernel for ", r.op);
   k(L);
 }
+
+void cuda_kernel(int rule, torch::jit::Stack* stack) {
+  Args a = unpack(kRules[rule], stack);
+  Launch L{};
+  std::vector<TensorPtrs> ptrs = check_and_pack(kRules[rule], a, L, c10::DeviceType::CUDA);
+  if (!ptrs.empty()) run_cuda(rule, a, L);
+}
 #endif
+
+// The boxed kernel of one rule's op on one backend: the rule is resolved at registration (its number
+// in the rule table is kept here), so a call does no name lookup.
+struct RuleKernel final : c10::OperatorKernel {
+  int rule;
+  bool cuda;
+  RuleKernel(int r, bool c) : rule(r), cuda(c) {}
+  void operator()(const c10::OperatorHandle&, c10::DispatchKeySet, torch::jit::Stack* stack) {
+#ifdef FUSEDOPT_WITH_CUDA
+    if (cuda) return cuda_kernel(rule, stack);
+#endif
+    cpu_kernel(rule, stack);
+  }
+};
+
+void register_rules(torch::Library& m, bool cuda) {
+  for (int r = 0; r < kNumRules; ++r)
+    m.impl((std::string(kRules[r].op) + "_").c_str(),
+           torch::CppFunction::makeFromBoxedFunctor(std::make_unique<RuleKernel>(r, cuda)));
+}
+
+// ---- plans: a bucket's lists kept between steps --------------------------------------------------
+// FusedOptimizer.step's fast path for single-pass rules: a bucket's tensor lists cross from Python once,
+// into a Plan, validated then as an op call's are (check_and_pack). A step passes only the per-step
+// scalars and reads each grad from its param (or takes a grad list). What a step costs on the host is
+// then a grad check and a few data pointers per tensor; the plan packs again whenever a kept tensor's
+// data pointer changed (a param assigned new data, states replaced), and a step in which some param has
+// no grad goes through the full op path with the params that have one.
+struct Plan : torch::CustomClassHolder {
+  int rule = -1;
+  Args a;                        // the kept lists; a.grads holds the grads of the last step
+  Launch base{};                 // check_and_pack's Launch (dtypes, modes, 8-bit options)
+  std::vector<TensorPtrs> ptrs;  // packed pointers; the grads are refreshed each step
+  std::vector<const void*> seen; // data pointers of every kept tensor when packed
+  c10::DeviceType dev_type = c10::DeviceType::CPU;
+
+  Plan(const std::string& op, std::vector<at::Tensor> params, std::vector<at::Tensor> grads,
+       std::vector<at::Tensor> states_flat, std::vector<int64_t> list_sizes, std::vector<at::Tensor> aux,
+       std::vector<at::Tensor> steps, std::vector<at::Tensor> comps, std::vector<at::Tensor> absmax,
+       int64_t block_size, int64_t flags) {
+    rule = rule_index(op.c_str());
+    TORCH_CHECK(rule >= 0, "fusedopt.Plan: no rule ", op);
+    TORCH_CHECK(!kRules[rule].global_in && !kRules[rule].red_in && !kRules[rule].red_out && kRules[rule].reads_grad,
+                "fusedopt.Plan: ", op, " reads or writes reduced values or reads no grad; call its op instead");
+    TORCH_CHECK(!params.empty(), "fusedopt.Plan: no params");
+    a.params = std::move(params);
+    a.grads = std::move(grads);
+    size_t o = 0;
+    for (int64_t n : list_sizes) {
+      TORCH_CHECK(n >= 0 && o + size_t(n) <= states_flat.size(), "fusedopt.Plan: list_sizes do not match the states");
+      a.states.emplace_back(states_flat.begin() + o, states_flat.begin() + o + n);
+      o += size_t(n);
+    }
+    a.aux = std::move(aux);
+    a.steps = std::move(steps);
+    a.comps = std::move(comps);
+    a.absmax = std::move(absmax);
+    a.block_size = block_size;
+    a.flags = flags;
+    a.hyper.assign(size_t(kRules[rule].num_hyper), 0.0);
+    a.lr = 0.0;
+    dev_type = a.params[0].device().type();
+    pack();
+  }
+
+  void data_ptrs(std::vector<const void*>& out) const {
+    out.clear();
+    auto add = [&](const std::vector<at::Tensor>& v) {
+      for (const auto& t : v) out.push_back(t.const_data_ptr());
+    };
+    add(a.params);
+    for (const auto& l : a.states) add(l);
+    add(a.aux);
+    add(a.steps);
+    add(a.comps);
+    add(a.absmax);
+  }
+
+  void pack() {
+    base = Launch{};
+    ptrs = check_and_pack(kRules[rule], a, base, dev_type);
+    data_ptrs(seen);
+  }
+
+  void run(Args& call, Launch& L) {
+#ifdef FUSEDOPT_WITH_CUDA
+    if (dev_type == c10::DeviceType::CUDA) return run_cuda(rule, call, L);
+#endif
+    run_cpu(rule, call, L);
+  }
+
+  void step(const std::optional<std::vector<at::Tensor>>& grads, std::vector<double> hyper, double lr,
+            const std::optional<at::Tensor>& lr_tensor, const std::optional<at::Tensor>& grad_scale,
+            const std::optional<at::Tensor>& found_inf, int64_t flags) {
+    const char* op = kRules[rule].op;
+    const size_t n = a.params.size();
+    TORCH_CHECK(variant_of(flags) == variant_of(a.flags) && (flags & kFlagStochRound) == (a.flags & kFlagStochRound),
+                "fusedopt.", op, ": the plan was made for other variant / rounding flags; make a new plan");
+    TORCH_CHECK(int(hyper.size()) == kRules[rule].num_hyper, "fusedopt.", op, ": hyper must hold ",
+                kRules[rule].num_hyper, " values, got ", hyper.size());
+    TORCH_CHECK(!grads || grads->size() == n, "fusedopt.", op, ": grads has ", grads ? grads->size() : 0,
+                " tensors, the plan has ", n, " params");
+    a.hyper = std::move(hyper);
+    a.lr = lr;
+    a.flags = flags;
+    a.lr_tensor = lr_tensor;
+    a.grad_scale = grad_scale;
+    a.found_inf = found_inf;
+    bool all = true;
+    for (size_t i = 0; i < n; ++i) {
+      a.grads[i] = grads ? (*grads)[i] : a.params[i].grad();
+      all = all && a.grads[i].defined();
+    }
+    if (!all) return step_some();  // params without a grad take no step: the full op path over the others
+    std::vector<const void*> now;
+    data_ptrs(now);
+    if (now != seen) {
+      pack();  // validates everything again, the grads included
+    } else {
+      for (size_t i = 0; i < n; ++i) {  // a grad may be a new tensor every step: check it against its param
+        const at::Tensor& p = a.params[i];
+        const at::Tensor& g = a.grads[i];
+        TORCH_CHECK(g.scalar_type() == p.scalar_type() && g.device() == p.device() && g.sizes() == p.sizes() &&
+                        (p.numel() == 0 || g.strides() == p.strides()) && g.layout() == at::kStrided,
+                    "fusedopt.", op, ": ", where("grads", i), " (", g.scalar_type(), " ", g.sizes(), " strides ",
+                    g.strides(), " on ", g.device(), ") does not match its param (", p.scalar_type(), " ", p.sizes(),
+                    " strides ", p.strides(), " on ", p.device(), ")");
+        ptrs[i].grad = g.data_ptr();
+      }
+    }
+    Launch L = base;
+    L.tensors = ptrs.data();
+    L.ntensors = int64_t(ptrs.size());
+    for (size_t h = 0; h < a.hyper.size(); ++h) L.hyper[h] = a.hyper[h];
+    L.lr = a.lr;
+    L.flags = a.flags;
+    run(a, L);
+  }
+
+  // A step where some params have no grad: the op path (check_and_pack) over the params that have one.
+  void step_some() {
+    Args b;
+    b.states.resize(a.states.size());
+    for (size_t i = 0; i < a.params.size(); ++i) {
+      if (!a.grads[i].defined()) continue;
+      b.params.push_back(a.params[i]);
+      b.grads.push_back(a.grads[i]);
+      for (size_t k = 0; k < a.states.size(); ++k)
+        if (!a.states[k].empty()) b.states[k].push_back(a.states[k][i]);
+      if (!a.aux.empty()) b.aux.push_back(a.aux[i]);
+      b.steps.push_back(a.steps[i]);
+      if (!a.comps.empty()) b.comps.push_back(a.comps[i]);
+    }
+    if (!a.absmax.empty()) {  // list-major: one list of n per state list in use
+      const size_t n = a.params.size(), used = a.absmax.size() / n;
+      for (size_t j = 0; j < used; ++j)
+        for (size_t i = 0; i < n; ++i)
+          if (a.grads[i].defined()) b.absmax.push_back(a.absmax[j * n + i]);
+    }
+    if (b.params.empty()) return;
+    b.hyper = a.hyper;
+    b.lr = a.lr;
+    b.flags = a.flags;
+    b.lr_tensor = a.lr_tensor;
+    b.grad_scale = a.grad_scale;
+    b.found_inf = a.found_inf;
+    b.block_size = a.block_size;
+    Launch L{};
+    std::vector<TensorPtrs> p = check_and_pack(kRules[rule], b, L, dev_type);
+    if (!p.empty()) run(b, L);
+  }
+};
 
 // ---- standalone block-wise 8-bit codec (core/q8.h) -------------------------------------------------
 void check_codec_args(const char* fn, int64_t block_size) {
@@ -572,27 +759,31 @@ TORCH_LIBRARY(fusedopt, m) {
 TORCH_LIBRARY_IMPL(fusedopt, CPU, m) {
   m.impl("quantize_blockwise", &fusedopt::quantize_blockwise_cpu);
   m.impl("dequantize_blockwise", &fusedopt::dequantize_blockwise_cpu);
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cpu_kernel>());
+  fusedopt::register_rules(m, false);
 }
 
 // Sparse grads reach the dispatcher as SparseCPU / SparseCUDA: route them to the same
 // kernels, whose checks reject them with a message naming the tensor.
 TORCH_LIBRARY_IMPL(fusedopt, SparseCPU, m) {
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cpu_kernel>());
+  fusedopt::register_rules(m, false);
 }
 
 #ifdef FUSEDOPT_WITH_CUDA
 TORCH_LIBRARY_IMPL(fusedopt, SparseCUDA, m) {
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cuda_kernel>());
+  fusedopt::register_rules(m, true);
 }
 
 TORCH_LIBRARY_IMPL(fusedopt, CUDA, m) {
   m.impl("quantize_blockwise", &fusedopt::quantize_blockwise_cuda);
   m.impl("dequantize_blockwise", &fusedopt::dequantize_blockwise_cuda);
-  for (const auto& r : fusedopt::kRules)
-    m.impl((std::string(r.op) + "_").c_str(), torch::CppFunction::makeFromBoxedFunction<&fusedopt::cuda_kernel>());
+  fusedopt::register_rules(m, true);
 }
 #endif
+
+TORCH_LIBRARY_FRAGMENT(fusedopt, m) {
+  m.class_<fusedopt::Plan>("Plan")
+      .def(torch::init<std::string, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                       std::vector<int64_t>, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
+                       std::vector<at::Tensor>, int64_t, int64_t>())
+      .def("step", &fusedopt::Plan::step);
+}

@@ -8,7 +8,6 @@ from .reduce import clip_grad_norm_, get_total_norm, clip_grads_with_norm_
 from . import hessian  # noqa: F401
 from .lanczos_lr import LanczosLR
 from .gradinit import gradinit
-from ._C import build_info as _build_info
 from .optim.adam import Adam, Adamax, AdamW
 from .optim.base import FusedOptimizer
 from .optim.nadam import NAdam
@@ -30,6 +29,8 @@ from . import nn  # noqa: F401
 from .optim.lamb import LAMB, FusedLAMB, LARS
 from .optim.adafactor import Adafactor, AdafactorTorch
 from .optim.koala import KOALA, MomentumKOALA, VanillaKOALA
+from .factory import create_optimizer, list_optimizers, override
+from .offload import CPUOffloadOptimizer
 
 __version__ = "0.1.0"
 __all__ = ["Adam", "AdamW", "Adamax", "RAdam", "NAdam", "FusedOptimizer", "build_info", "functional"]
@@ -46,12 +47,18 @@ __all__ += ["hessian", "LanczosLR", "gradinit"]
 __all__ += ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit", "nn"]
 __all__ += ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bit_state", "dequantize_state_dict",
             "state_nbytes"]
+__all__ += ["create_optimizer", "list_optimizers", "override", "CPUOffloadOptimizer"]
 
 
 def build_info() -> dict:
     """Version, backends compiled, CUDA archs, the CPU SIMD level in use, OpenMP."""
-    info = dict(_build_info())
+    import json
+
     import torch
+
+    info = json.loads(torch.ops.fusedopt.build_info())
+    for key in ("backends", "cpu_isas_compiled"):
+        info[key] = tuple(info[key])
 
     info["torch"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()

@@ -80,8 +80,10 @@ for _name in RULES:
 def _unsigned_states() -> dict:
     """op -> frozenset of its non-negative element states ('+' in csrc/core/rule_table.h, read
     from the extension so there is one declaration)."""
+    import json
+
     out = {}
-    for name, states in _C.rule_states().items():
+    for name, states in json.loads(torch.ops.fusedopt.rule_states()).items():
         names = [s.strip() for s in states.split(",")]
         out[name] = frozenset(n[1:] for n in names if n.startswith("+"))
     return out

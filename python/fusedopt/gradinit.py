@@ -1,6 +1,6 @@
 """GradInit (Zhu et al. 2021): learn one positive scale per parameter tensor before training.
 
-ALGORITHMS.md §20. Each trainable tensor W_i is reparameterised as ``W_i = alpha_i * W_i^0`` (its
+docs/algorithms.md §20. Each trainable tensor W_i is reparameterised as ``W_i = alpha_i * W_i^0`` (its
 direction and initial norm frozen; alpha_i starts at 1). Per iteration, with a batch S (two halves
 S0, S1 drawn from ``data``):
 
@@ -14,7 +14,7 @@ S0, S1 drawn from ``data``):
 The alphas are updated by a scalar Adam ("RescaleAdam" of the reference): the scalar gradient
 d/d alpha_i = <grad_W_i, W_i^0> is clipped to ``[-grad_clip, grad_clip]``; first and second moments
 and step counts are kept separately for constraint and objective steps (the fairseq copy of the
-reference, which we read; ALGORITHMS.md §20 describes a shared second moment for the CIFAR copy,
+reference, which we read; docs/algorithms.md §20 describes a shared second moment for the CIFAR copy,
 which we could not read -- a minor difference), bias
 corrected by their own step counts; ``alpha <- max(alpha - step, min_scale)`` with ``min_scale``
 for weights (default 0.01) and ``bias_min_scale`` for tensors whose name ends in "bias" (default 0).

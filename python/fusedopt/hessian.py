@@ -11,7 +11,7 @@
   grid, averaged over several random probes.
 * :func:`hutchinson_diagonal` -- ``E[z * H z]`` over Rademacher probes ``z`` (or the exact diagonal
   with the unit basis vectors as probes).
-* :func:`r_med` -- the per-layer ``max/median`` statistic of the Hessian diagonal (ALGORITHMS.md §22;
+* :func:`r_med` -- the per-layer ``max/median`` statistic of the Hessian diagonal (docs/algorithms.md §22;
   see its docstring for the definition we chose, since the paper's exact one is not confirmed).
 
 Everything works on flattened vectors of length ``n = sum(p.numel())``; ``HessianOperator.split``
@@ -510,7 +510,7 @@ def _resolve_layers(model: nn.Module, layers) -> list:
 
 def r_med(model: nn.Module, loss_fn: Callable, batch, layers=None, *, mode: str = "hutchinson",
           num_probes: int = 100, seed: int = 0, return_diagonals: bool = False) -> dict:
-    """Per-layer ``R = max_i |D_i| / median_i |D_i|`` of the Hessian diagonal D (ALGORITHMS.md §22).
+    """Per-layer ``R = max_i |D_i| / median_i |D_i|`` of the Hessian diagonal D (docs/algorithms.md §22).
 
     Definition used (the paper's exact definition could not be confirmed, §26): for each layer, D is
     the diagonal of the Hessian of the batch loss with respect to that layer's parameters (all of

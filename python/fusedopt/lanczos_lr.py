@@ -1,6 +1,6 @@
 """LanczosLR: set lr (and momentum / beta1) from the batch Hessian's extremal eigenvalues.
 
-ALGORITHMS.md §21. Every ``interval`` calls of :meth:`LanczosLR.step`, starting with the first,
+docs/algorithms.md §21. Every ``interval`` calls of :meth:`LanczosLR.step`, starting with the first,
 k Lanczos steps on the Hessian of a fixed curvature batch give Ritz values; from them
 
 * ``L``  = the largest |Ritz value|,

@@ -11,7 +11,7 @@ __all__ = ["StableEmbedding"]
 
 
 class StableEmbedding(nn.Embedding):
-    """nn.Embedding for training with 8-bit optimizer states (Dettmers et al. 2022, ALGORITHMS.md
+    """nn.Embedding for training with 8-bit optimizer states (Dettmers et al. 2022, docs/algorithms.md
     §19.4): Xavier-uniform initialisation (padding row zeroed), a LayerNorm (learnable, over
     embedding_dim) after the lookup, computed in the default float dtype and cast back to the
     weight's dtype; and the weight is registered for 32-bit optimizer states

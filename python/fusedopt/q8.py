@@ -1,4 +1,4 @@
-"""8-bit block-wise dynamic quantization (ALGORITHMS.md §19): the codec, and the helpers around
+"""8-bit block-wise dynamic quantization (docs/algorithms.md §19): the codec, and the helpers around
 8-bit optimizer states.
 
 Layout of an 8-bit state in ``optimizer.state[p]`` (for a state key such as ``exp_avg``):
@@ -28,9 +28,10 @@ from torch import Tensor
 from ._ops import SIGNED_KEYS
 
 __all__ = ["quantize_blockwise", "dequantize_blockwise", "qmap", "register_32bit_state", "dequantize_state_dict",
-           "state_nbytes", "ABSMAX_SUFFIX"]
+           "state_nbytes", "ABSMAX_SUFFIX", "OVERRIDE_ATTR"]
 
 ABSMAX_SUFFIX = "_absmax"
+OVERRIDE_ATTR = "_fusedopt_override"  # per-param options set by fusedopt.override (a dict on the Parameter)
 
 
 def quantize_blockwise(x: Tensor, block_size: int = 256, signed: bool = True) -> tuple[Tensor, Tensor]:
@@ -70,8 +71,10 @@ def qmap(signed: bool = True, device="cpu") -> Tensor:
 
 def register_32bit_state(param: Tensor) -> Tensor:
     """Keep 32-bit optimizer state for ``param`` even in an 8-bit optimizer (bitsandbytes'
-    ``GlobalOptimManager.override_config(param, "optim_bits", 32)``). Call it before the first
-    step; a param's state width is decided when its state is created. Returns ``param``."""
+    ``GlobalOptimManager.override_config(param, "optim_bits", 32)``); the same as
+    ``fusedopt.override(param, state_bits=32)``. Call it before the first step; a param's state
+    width is decided when its state is created. Returns ``param``."""
+    setattr(param, OVERRIDE_ATTR, {**(getattr(param, OVERRIDE_ATTR, None) or {}), "state_bits": 32})
     param._fusedopt_32bit_state = True
     return param
 
@@ -88,9 +91,19 @@ def _dequant_entry(st: dict, block_size: int, dtype=torch.float32) -> dict:
         if not (isinstance(v, Tensor) and v.dtype == torch.uint8 and (key + ABSMAX_SUFFIX) in st):
             continue
         am = st[key + ABSMAX_SUFFIX]
-        out[key] = dequantize_blockwise(v.contiguous(), am.to(v.device), block_size, is_signed_key(key),
-                                        dtype).view(v.shape)
+        from . import distributed as _dist
+
+        if _dist.is_dtensor(v):  # a sharded state: each shard holds whole blocks (distributed.q8_absmax_shape)
+            loc = v._local_tensor
+            val = dequantize_blockwise(loc.contiguous(), _dist.local(am).reshape(-1), block_size, is_signed_key(key),
+                                       dtype).view(loc.shape)
+            out[key] = _dist.wrap_like(val, v)
+        else:
+            out[key] = dequantize_blockwise(v.contiguous(), am.to(v.device), block_size, is_signed_key(key),
+                                            dtype).view(v.shape)
         del out[key + ABSMAX_SUFFIX]
+        if "state_bits" in out:  # the width a sharded 8-bit optimizer records (FusedOptimizer.state_dict)
+            out["state_bits"] = 32
     return out
 
 

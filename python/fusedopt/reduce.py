@@ -22,6 +22,8 @@ from typing import Iterable, Optional, Union
 import torch
 from torch import Tensor
 
+from . import distributed as _dist
+
 __all__ = ["clip_grad_norm_", "get_total_norm", "clip_grads_with_norm_", "multi_tensor_sumsq", "group_sumsq"]
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -97,6 +99,61 @@ def _clip_groups(groups: dict, max_norm: float, total_norm: Tensor):
         torch.ops.fusedopt.multi_tensor_clip_(ts, tn.reshape(()), max_norm, 1e-6)
 
 
+def _sharded_total_norm(tensors: list, norm_type: float, out_dtype, where: str) -> Tensor:
+    """The norm of the per-tensor norms of tensors some of which are DTensors (FSDP2 / TP grads), with
+    torch's semantics on DTensors: each tensor's norm is that of the whole tensor. Per tensor, the
+    local shard gives a partial value (sum of squares for 2, sum of |x|^p for other finite p, count of
+    non-zeros for 0, max / min of |x| for +-inf), all-reduced over the mesh dims that shard the tensor
+    (one collective per mesh-dims key); replicated dims are not reduced. Returns a DTensor replicated
+    on the first DTensor's mesh, as torch does."""
+    keys = [_dist.reduce_key(t) for t in tensors]
+    locs = [_real(_dist.local(t), norm_type, f"tensors[{i}]", where) for i, t in enumerate(tensors)]
+    vals: list = [None] * len(locs)
+    order: dict = {}
+    for i, t in enumerate(locs):
+        order.setdefault((t.device, t.dtype), []).append(i)
+    first = locs[0].device
+    for idx in order.values():
+        ts = [locs[i] for i in idx]
+        if norm_type == 2.0:
+            per, _ = torch.ops.fusedopt.multi_tensor_sumsq(ts)
+            per = per.double()
+        else:
+            per, _ = torch.ops.fusedopt.multi_tensor_norm(ts, 0.0 if norm_type == 0.0 else norm_type)
+            per = per.double()
+            if math.isfinite(norm_type) and norm_type != 0.0:
+                per = per.pow(norm_type)
+        for j, i in enumerate(idx):
+            v = per[j:j + 1].to(first)
+            if norm_type == -math.inf and locs[i].numel() == 0:
+                v = torch.full_like(v, math.inf)  # an empty shard does not lower the min
+            vals[i] = v
+    batch = _dist.SumBatch()
+    for k, v in zip(keys, vals):
+        batch.add(k, v)
+    op = None
+    if norm_type == math.inf:
+        op = _dist.dist.ReduceOp.MAX
+    elif norm_type == -math.inf:
+        op = _dist.dist.ReduceOp.MIN
+    v = torch.cat(batch.run(op))
+    if norm_type == 2.0:
+        total = v.sum().sqrt()
+    elif norm_type == math.inf:
+        total = v.max()
+    elif norm_type == -math.inf:
+        total = v.min()
+    elif norm_type == 0.0:
+        total = (v != 0).sum().double()
+    else:
+        total = v.sum().pow(1.0 / norm_type)
+    total = total.to(out_dtype)
+    from torch.distributed.tensor import DTensor, Replicate
+
+    mesh = next(t.device_mesh for t in tensors if _dist.is_dtensor(t))
+    return DTensor.from_local(total, mesh, [Replicate()] * mesh.ndim, run_check=False)
+
+
 def multi_tensor_sumsq(tensors: list, grad_scale: Optional[Tensor] = None, threads: int = 0):
     """(per-tensor sums of squares, their total) of tensors of one device and dtype (see module doc)."""
     return torch.ops.fusedopt.multi_tensor_sumsq(tensors, grad_scale=grad_scale, threads=threads)
@@ -154,14 +211,19 @@ def get_total_norm(tensors: Union[Tensor, Iterable[Tensor]], norm_type: float = 
     if math.isnan(norm_type):
         raise RuntimeError("fusedopt.get_total_norm: norm_type is NaN")
     names = [f"tensors[{i}]" for i in range(len(tensors))]
-    reals = [_real(t, norm_type, n, "get_total_norm") for t, n in zip(tensors, names)]
-    groups = _group(reals, names, "get_total_norm")
     first = tensors[0].device
     out_dtype = tensors[0].dtype
     for t in tensors[1:]:
         out_dtype = torch.promote_types(out_dtype, t.dtype)
     if out_dtype.is_complex:
         out_dtype = out_dtype.to_real()
+    if any(_dist.is_dtensor(t) for t in tensors):
+        total = _sharded_total_norm(tensors, norm_type, out_dtype, "get_total_norm")
+        if error_if_nonfinite:
+            _check_nonfinite(total.to_local(), norm_type)
+        return total
+    reals = [_real(t, norm_type, n, "get_total_norm") for t, n in zip(tensors, names)]
+    groups = _group(reals, names, "get_total_norm")
     totals = []
     for (_, _), ts in groups.items():
         _, tot = torch.ops.fusedopt.multi_tensor_norm(ts, norm_type)
@@ -188,9 +250,10 @@ def clip_grads_with_norm_(parameters, max_norm: float, total_norm: Tensor, forea
     """Fused ``torch.nn.utils.clip_grads_with_norm_``: ``g *= min(max_norm / (total_norm + 1e-6), 1)``,
     the coefficient computed in float32 on each device (no host sync on CUDA). ``foreach`` is ignored."""
     parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    grads = [p.grad for p in parameters if p.grad is not None]
+    grads = [_dist.local(p.grad) for p in parameters if p.grad is not None]
     if not grads:
         return
+    total_norm = _dist.local(total_norm)
     max_norm = float(max_norm)
     names = [f"parameters[{i}].grad" for i, p in enumerate(parameters) if p.grad is not None]
     reals = [_real(g, 2.0, n, "clip_grads_with_norm_") if g.is_complex() else g for g, n in zip(grads, names)]
@@ -232,14 +295,21 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
         return torch.tensor(0.0)
     if math.isnan(norm_type):
         raise RuntimeError("fusedopt.clip_grad_norm_: norm_type is NaN")
+    sharded = grads if any(_dist.is_dtensor(g) for g in grads) else None
+    if sharded is not None:  # DTensor grads: norms over the whole tensors (all-reduced), clip the local shards
+        grads = [_dist.local(g) for g in grads]
     groups = _group_fast(grads)  # grouped once, for the norm and for the clip
     out_dtype = None
     for _, dtype in groups:
         out_dtype = dtype if out_dtype is None else torch.promote_types(out_dtype, dtype)
     if out_dtype.is_complex:
         out_dtype = out_dtype.to_real()
-    total_norm = _total_from_groups(groups, norm_type, grads[0].device, out_dtype, "clip_grad_norm_")
+    if sharded is not None:
+        result = _sharded_total_norm(sharded, norm_type, out_dtype, "clip_grad_norm_")
+        total_norm = result.to_local()
+    else:
+        result = total_norm = _total_from_groups(groups, norm_type, grads[0].device, out_dtype, "clip_grad_norm_")
     if error_if_nonfinite:
         _check_nonfinite(total_norm, norm_type)
     _clip_groups(groups, float(max_norm), total_norm)
-    return total_norm
+    return result

@@ -41,7 +41,7 @@ class _FactorSchedule(LRScheduler):
 class LinearWarmup(_FactorSchedule):
     """Linear warmup, then constant: ``lr_t = base_lr * min(1, t / warmup_steps)`` for optimizer step
     t = 1, 2, ... (the first step already gets base_lr / warmup_steps, not 0). Post-LN Transformers
-    need it (Xiong et al. 2020; ALGORITHMS.md §23); Pre-LN ones train without it. Chain a decay after
+    need it (Xiong et al. 2020; docs/algorithms.md §23); Pre-LN ones train without it. Chain a decay after
     it with torch.optim.lr_scheduler.SequentialLR if wanted."""
 
     def __init__(self, optimizer, warmup_steps: int, last_epoch: int = -1):
@@ -72,7 +72,7 @@ class IALR(_FactorSchedule):
     """The learning-rate schedule used with iterate averaging (Gadam / GadamX; the authors'
     run_vision.py): with ``s = e / ia_start`` for epoch e = 0, 1, ...: the initial lr for s <= 0.5, a
     linear decay to ``ratio * lr`` between s = 0.5 and 0.9, then ``ratio * lr`` (``ratio`` = the
-    script's ia_lr / lr_init; ALGORITHMS.md §18 suggests 0.5). Step it once per epoch (or pass
+    script's ia_lr / lr_init; docs/algorithms.md §18 suggests 0.5). Step it once per epoch (or pass
     ``ia_start`` in steps and step it per batch) and start IterateAveraging at ``ia_start``."""
 
     def __init__(self, optimizer, ia_start: int, ratio: float = 0.5, last_epoch: int = -1):
@@ -96,7 +96,7 @@ class IALR(_FactorSchedule):
 
 def scale_lr(base_lr: float, base_batch: int, batch: int, rule: str = "linear") -> float:
     """The learning rate for batch size ``batch`` given one tuned at ``base_batch`` (Granziol et al.,
-    ALGORITHMS.md §21): ``"linear"`` (SGD: lr grows as B) or ``"sqrt"`` (adaptive methods such as
+    docs/algorithms.md §21): ``"linear"`` (SGD: lr grows as B) or ``"sqrt"`` (adaptive methods such as
     Adam: as sqrt(B)). Both hold only up to a problem-dependent batch size; beyond it the stable lr
     saturates, so check larger factors empirically."""
     if rule not in ("linear", "sqrt"):

@@ -26,7 +26,9 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from . import distributed as _dist
 from ._ops import op
+from .optim.base import HookedLoad
 
 __all__ = ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 
@@ -39,7 +41,7 @@ def _slow_dtype(p: Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
-class _Wrapper(Optimizer):
+class _Wrapper(HookedLoad, Optimizer):
     """Shared plumbing of the wrappers (not public)."""
 
     _rule = ""
@@ -131,35 +133,46 @@ class _Wrapper(Optimizer):
         return {id(p): i for i, p in enumerate(self._params_in_order())}
 
     def state_dict(self) -> dict:
-        """The inner optimizer's state_dict plus one entry, ``self._state_key``, with this wrapper's
-        per-param state (keyed by the same param indices) and its settings."""
+        """The inner optimizer's state_dict with this wrapper's per-param state nested in each param's
+        entry under ``self._state_key`` (so torch.distributed.checkpoint's get_optimizer_state_dict,
+        which keeps only the per-param entries, carries it), plus ``sd[self._state_key]["settings"]``."""
         sd = dict(self.optimizer.state_dict())
         index = self._param_index()
-        own = {}
+        state = dict(sd["state"])
         for g in self.param_groups:
             for p in g["params"]:
                 if self.state.get(p):
-                    own[index[id(p)]] = dict(self.state[p])
-        sd[self._state_key] = {"state": own, "settings": self._settings()}
+                    i = index[id(p)]
+                    state[i] = dict(state.get(i, {}), **{self._state_key: dict(self.state[p])})
+        sd["state"] = state
+        sd[self._state_key] = {"settings": self._settings()}
         return sd
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def _load_state(self, state_dict: dict) -> None:
         """Loads a state_dict of this wrapper (inner state + slow weights / averages + counters), or a
         plain state_dict of the inner optimizer (the wrapper's state then starts afresh at the next
         step). Tensors are copied onto each param's device in the wrapper's dtypes."""
         sd = dict(state_dict)
         own = sd.pop(self._state_key, None)
+        # this format nests the wrapper's state in the per-param entries; an older one keeps it in own["state"]
+        saved = dict(own.get("state", {})) if own is not None else {}
+        inner = {}
+        for i, st in sd["state"].items():
+            if isinstance(st, dict) and self._state_key in st:
+                st = dict(st)
+                saved[i] = st.pop(self._state_key)
+            inner[i] = st
+        sd["state"] = inner
         self.optimizer.load_state_dict(sd)
         self.state = defaultdict(dict)
-        if own is None:
-            return
-        saved = own["state"]
-        params = self._params_in_order()
+        # saved param ids (indices, or names from torch.distributed.checkpoint) in the groups' order
+        by_id = dict(zip([i for g in sd["param_groups"] for i in g["params"]],
+                         [p for g in self.param_groups for p in g["params"]]))
         for i, st in saved.items():
-            p = params[int(i)] if 0 <= int(i) < len(params) else None
+            p = by_id.get(i)
             if p is None:
                 raise ValueError(f"{type(self).__name__}.load_state_dict: the checkpoint has state for param "
-                                 f"{i} but this optimizer has only {len(params)} params")
+                                 f"{i!r} but this optimizer has only {len(by_id)} params")
             self.state[p] = self._load_param_state(p, st)
 
     def _params_in_order(self) -> list:
@@ -178,6 +191,8 @@ class _Wrapper(Optimizer):
                 out[k] = v
             elif k == "step":
                 out[k] = v.to(device=p.device, dtype=torch.float64, copy=True).reshape(())
+            elif _dist.is_dtensor(p) and v.dim() > 0:  # laid out as the param (sharded or whole saved tensors)
+                out[k] = _dist.place_like(v.to(dtype=_slow_dtype(p), copy=True), p)
             elif v.dim() == 0:
                 out[k] = v.to(device=p.device, dtype=torch.float32, copy=True)
             else:
@@ -281,11 +296,11 @@ class Lookahead(_Wrapper):
         if buf is not None and self.pullback_momentum == "pullback":
             slow_mom = st.get("slow_momentum")
             if slow_mom is None:
-                slow_mom = st["slow_momentum"] = torch.zeros_like(buf)
+                slow_mom = st["slow_momentum"] = _dist.full_like(buf, 0.0, buf.dtype)
         comp = inner.get("param_comp") if p.dtype == torch.bfloat16 else None
         variant = 0 if buf is None else (1 if self.pullback_momentum == "pullback" else 2)
         key = (p.device, p.dtype, variant, comp is not None)
-        return key, (p, st["slow_param"], buf, slow_mom, st["step"], comp)
+        return key, tuple(map(_dist.local, (p, st["slow_param"], buf, slow_mom, st["step"], comp)))
 
     def _run_op(self, group, found_inf):
         if self.pullback_momentum != "none":
@@ -315,7 +330,8 @@ class Lookahead(_Wrapper):
 
 
 class IterateAveraging(_Wrapper):
-    """Iterate averaging (Granziol et al.; the IA of Gadam / GadamX) around any optimizer.
+    """Iterate averaging (Granziol et al. 2020, "Iterate Averaging in the Quest for Best Test Error"; the IA
+    of Gadam / GadamX) around any optimizer.
 
     The iterate after inner step t (t = 1, 2, ... counted by the wrapper) is collected when
     ``t >= start_step`` and ``(t - start_step) % every == 0``, into an equal-weight running mean per
@@ -352,11 +368,11 @@ class IterateAveraging(_Wrapper):
         st = self.state[p]
         st["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
         st["n_averaged"] = torch.zeros((), dtype=torch.float32, device=p.device)
-        st["param_avg"] = torch.zeros_like(p, dtype=_slow_dtype(p), memory_format=torch.preserve_format)
+        st["param_avg"] = _dist.full_like(p, 0.0, _slow_dtype(p))
 
     def _lists_of(self, p: Tensor):
         st = self.state[p]
-        return (p.device, p.dtype), (p, st["param_avg"], st["n_averaged"], st["step"])
+        return (p.device, p.dtype), tuple(map(_dist.local, (p, st["param_avg"], st["n_averaged"], st["step"])))
 
     def _call(self, kernel, key, b, found_inf):
         params, avgs, ns, steps = b

@@ -1,6 +1,6 @@
 // Unit tests of the per-element rules (csrc/core/rules/*.h): Rule::make + Rule::update
 // over 10 steps against double-precision references written here from the equations
-// (torch.optim semantics, ALGORITHMS.md §3-5):
+// (torch.optim semantics, docs/algorithms.md §3-5):
 //
 //   Adam   t += 1; [L2: g += wd p | decoupled: p *= 1 - lr wd]; m = b1 m + (1-b1) g;
 //          v = b2 v + (1-b2) g^2; [amsgrad: vmax = max(vmax, v), use vmax];

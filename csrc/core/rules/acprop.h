@@ -1,4 +1,4 @@
-// ACProp (Zhuang et al. 2021, momentum centering and asynchronous update), ALGORITHMS.md §8 and
+// ACProp (Zhuang et al. 2021, momentum centering and asynchronous update), docs/algorithms.md §8 and
 // §25 items 2, 5. The official optimizers/ACProp.py was not retrievable: these are the spec's
 // equations, with the official flags (weight_decouple, fixed_decay, rectify, degenerated_to_sgd,
 // amsgrad, momentum_update). Step t (1-based), bc1 = 1 - b1^t:

@@ -1,5 +1,5 @@
 // AdaBelief (Zhuang et al. 2020), semantics of the official adabelief-pytorch 0.2.1 package
-// (ALGORITHMS.md §7; §25 items 1, 2):
+// (docs/algorithms.md §7; §25 items 1, 2):
 //   weight decay: decoupled p *= 1 - lr*wd (kFixedDecay: 1 - wd) before everything (applied on every
 //     step, also when the rectified branch makes no update), or L2 g += wd*p (kDecoupled off);
 //   m = b1*m + (1-b1)*g;  s = b2*s + (1-b2)*(g - m)^2 with the updated m;  s += eps IN PLACE (stored);

@@ -1,4 +1,4 @@
-// Adadelta (Zeiler 2012), torch.optim.Adadelta semantics (ALGORITHMS.md §2):
+// Adadelta (Zeiler 2012), torch.optim.Adadelta semantics (docs/algorithms.md §2):
 //   g += wd p (L2);  v = rho v + (1-rho) g^2;  d = sqrt(u + eps) / sqrt(v + eps) * g;
 //   u = rho u + (1-rho) d^2;  p -= lr d   (torch's lr, default 1.0, scales the step).
 // Rounding as torch's CPU kernels (add(alpha=) / addcmul: one fused multiply-add, fo_fma).

@@ -1,4 +1,4 @@
-// Adagrad (Duchi, Hazan, Singer 2011), torch.optim.Adagrad semantics (ALGORITHMS.md §2):
+// Adagrad (Duchi, Hazan, Singer 2011), torch.optim.Adagrad semantics (docs/algorithms.md §2):
 //   clr = lr / (1 + (t-1) lr_decay);  g += wd p (L2);  sum += g^2;  p -= clr g / (sqrt(sum) + eps).
 // Rounding as torch's CPU kernels (add(alpha=) / addcmul: one fused multiply-add, fo_fma).
 // `sum` starts at initial_accumulator_value (the Python class fills it when it creates the state).

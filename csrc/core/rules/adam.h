@@ -1,5 +1,5 @@
 // Adam (Kingma & Ba) and AdamW (Loshchilov & Hutter), torch.optim semantics.
-// ALGORITHMS.md §3, §5: epsilon placement E1, L2 (coupled) weight decay by default,
+// docs/algorithms.md §3, §5: epsilon placement E1, L2 (coupled) weight decay by default,
 // decoupled (p *= 1 - lr*wd, before the step) with kDecoupled; AMSGrad keeps the max of raw v.
 //
 // hyper: [beta1, beta2, eps, weight_decay]

@@ -1,4 +1,4 @@
-// AdaMax (Kingma & Ba §7.1), torch.optim semantics (ALGORITHMS.md §4):
+// AdaMax (Kingma & Ba §7.1), torch.optim semantics (docs/algorithms.md §4):
 // eps inside the max, u = max(beta2*u, |g| + eps); no bias correction of u; L2 weight decay.
 //
 // hyper: [beta1, beta2, eps, weight_decay]

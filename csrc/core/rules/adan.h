@@ -1,5 +1,5 @@
 // Adan (Xie et al. 2022, adaptive Nesterov momentum), official sail-sg/Adan adan.py semantics
-// (ALGORITHMS.md §12, §25.7):
+// (docs/algorithms.md §12, §25.7):
 //   * betas are retention factors (0.98, 0.92, 0.99) (the paper's 1 - beta);
 //   * g_prev := g_1 at the first step (t == 1, a per-tensor scalar), so the first difference is 0;
 //     g_prev is kept negated (state neg_pre_grad = -g_prev), as the official code does;

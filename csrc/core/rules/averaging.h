@@ -1,4 +1,4 @@
-// Iterate averaging (Granziol et al., Gadam / GadamX; ALGORITHMS.md §18) as a per-element rule
+// Iterate averaging (Granziol et al., Gadam / GadamX; docs/algorithms.md §18) as a per-element rule
 // that reads no grad (core/traits.h). Called once after every inner optimizer step; the engine
 // bumps the per-tensor counter `step` (float64) first. The iterate after inner step t is
 // collected when t >= start_step and (t - start_step) % every == 0 (decided per tensor from the

@@ -1,4 +1,4 @@
-// diffGrad (Dubey et al. 2019), semantics of the authors' diffGrad_v2.py (ALGORITHMS.md §10,
+// diffGrad (Dubey et al. 2019), semantics of the authors' diffGrad_v2.py (docs/algorithms.md §10,
 // §25 items 1, 8): the friction coefficient compares the previous step's gradient (a copy, not
 // the v1 alias that made it 0.5 forever) with the current one.
 //   g += wd*p (L2; the decayed g is what g_prev keeps);

@@ -1,4 +1,4 @@
-// KOALA (Davtyan et al. 2022, Kalman optimization with loss adaptivity; ALGORITHMS.md §16), the
+// KOALA (Davtyan et al. 2022, Kalman optimization with loss adaptivity; docs/algorithms.md §16), the
 // authors' VanillaKOALA (KOALA-V) and MomentumKOALA (KOALA-M) of Araachie/koala : koala.py.
 // The covariance P (a scalar for V, one 2x2 matrix for M, shared by every param), the measurement
 // noise R and M's process noise qw are a handful of float64 scalars on the params' device, updated by

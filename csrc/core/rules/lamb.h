@@ -1,4 +1,4 @@
-// LAMB (You et al. 2020), NVIDIA apex FusedLAMB semantics (ALGORITHMS.md §15), as two passes of
+// LAMB (You et al. 2020), NVIDIA apex FusedLAMB semantics (docs/algorithms.md §15), as two passes of
 // the element-wise engine around the reduction engine (core/reduce.h):
 //   0. (Python) G2 = sum over ALL params of all groups of |g|^2 (unscaled grads): multi_tensor_sumsq;
 //   1. Lamb1 (kGlobalIn = 1: G2; kRedOut = 2): clip = G/max_grad_norm if G > max_grad_norm > 0 else 1,

@@ -1,4 +1,4 @@
-// LARS (You, Gitman, Ginsburg 2017), the paper's form (ALGORITHMS.md §14) with the options everyone
+// LARS (You, Gitman, Ginsburg 2017), the paper's form (docs/algorithms.md §14) with the options everyone
 // adds. Per tensor, from its norms (reduction engine: red_in = [||w||^2, ||g||^2, adapt]):
 //   adapt (a tensor not excluded, e.g. not 1-D / not matched by exclude_fn):
 //     trust = eta * ||w|| / (||g|| + wd * ||w|| + eps)   if ||w|| > 0 and ||g|| > 0, else 1

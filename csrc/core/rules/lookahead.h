@@ -1,4 +1,4 @@
-// Lookahead's slow-weight sync (Zhang et al. 2019; ALGORITHMS.md §17) as a per-element rule that
+// Lookahead's slow-weight sync (Zhang et al. 2019; docs/algorithms.md §17) as a per-element rule that
 // reads no grad (core/traits.h). Called once after every inner optimizer step; the engine bumps
 // the per-tensor counter `step` (float64, on the param's device) first, and the sync happens on
 // the steps where step % k == 0, decided per tensor from the counter in make(): on the device,

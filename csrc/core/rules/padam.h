@@ -1,5 +1,5 @@
 // Padam (Chen & Gu, partially adaptive momentum), the base optimizer of GadamX: semantics of
-// diegogranziol/Gadam base_optimizers/padam.py (ALGORITHMS.md §18; §1 epsilon placement E2):
+// diegogranziol/Gadam base_optimizers/padam.py (docs/algorithms.md §18; §1 epsilon placement E2):
 //   decoupled_wd: p *= 1 - lr*wd before the step; else L2 g += wd*p;
 //   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;  amsgrad (variant 1, the default): vmax = max(vmax, v), use vmax;
 //   p -= lr*sqrt(bc2)/bc1 * m / (sqrt(v) + eps)^(2*partial)

@@ -1,5 +1,5 @@
 // Positive-Negative Momentum (Xie et al. 2021), PNM and AdaPNM, authors' code semantics
-// (zeke-xie/Positive-Negative-Momentum pnm_optim/pnm.py, adapnm.py; ALGORITHMS.md §11, §25.6).
+// (zeke-xie/Positive-Negative-Momentum pnm_optim/pnm.py, adapnm.py; docs/algorithms.md §11, §25.6).
 //
 // Two momentum buffers a (s0) and b (s1). Odd t: (pos, neg) = (a, b); even t: (pos, neg) = (b, a).
 // Only pos is updated: pos = beta1^2*pos + (1-beta1^2)*g, and the step uses

@@ -1,4 +1,4 @@
-// RAdam (Liu et al. 2020), ALGORITHMS.md §6, in two variants:
+// RAdam (Liu et al. 2020), docs/algorithms.md §6, in two variants:
 //   variant 0 "torch":    torch.optim.RAdam. Rectified when rho_t > 5:
 //                          p -= (m/bc1)*lr * sqrt(bc2)/(sqrt(v)+eps) * r_t, else p -= (m/bc1)*lr.
 //                          L2 weight decay, or decoupled (p *= 1 - lr*wd) with kDecoupled.

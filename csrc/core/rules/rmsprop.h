@@ -1,5 +1,5 @@
 // RMSprop (Hinton's lecture 6e; Graves 2013 for the centered form), torch.optim.RMSprop
-// semantics (ALGORITHMS.md §2), operation order as torch's for-loop:
+// semantics (docs/algorithms.md §2), operation order as torch's for-loop:
 //   g += wd p (L2);  v = alpha v + (1-alpha) g^2;
 //   centered: ga = lerp(ga, g, 1-alpha); avg = sqrt(v - ga^2) + eps;  else avg = sqrt(v) + eps;
 //   momentum > 0: buf = mom buf + g/avg; p -= lr buf;  else p -= lr g/avg.

@@ -1,4 +1,4 @@
-// SGD with momentum / dampening / Nesterov, torch.optim.SGD semantics (ALGORITHMS.md §2):
+// SGD with momentum / dampening / Nesterov, torch.optim.SGD semantics (docs/algorithms.md §2):
 //   g += wd p (L2);  momentum: buf = g at the buffer's first step, else buf = mom buf + (1-damp) g;
 //   d = nesterov ? g + mom buf : buf  (no momentum: d = g);  p -= lr d.
 // Every `x + alpha*y` of torch's for-loop is one fused multiply-add (fo_fma, as torch's CPU/CUDA

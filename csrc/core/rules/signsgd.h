@@ -1,5 +1,5 @@
 // Generalized signSGD (Crawshaw et al. 2022), semantics of the official
-// zhenxun-zhuang/Generalized-SignSGD cifar10/generalized_signsgd.py (ALGORITHMS.md §9, §25 item 9):
+// zhenxun-zhuang/Generalized-SignSGD cifar10/generalized_signsgd.py (docs/algorithms.md §9, §25 item 9):
 // the second moment tracks the MOMENTUM (squared), and there is no bias correction by default.
 //   g += wd*p (L2 only);  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*m^2 (new, uncorrected m);
 //   p -= lr * (m/bc1) / (sqrt(v/bc2) + eps),  bc1 = bc2 = 1 unless kBiasCorrection.

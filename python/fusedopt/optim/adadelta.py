@@ -9,14 +9,14 @@ __all__ = ["Adadelta"]
 
 
 class Adadelta(FusedOptimizer):
-    __doc__ = "torch.optim.Adadelta, fused (lr, rho, eps, L2 weight_decay, maximize).\n" + _FUSED_DOC + """
+    __doc__ = "torch.optim.Adadelta, fused (lr, rho, eps, L2 weight_decay, maximize): ADADELTA (Zeiler 2012, " \
+        "\"ADADELTA: An Adaptive Learning Rate Method\").\n" + _FUSED_DOC + """
     State: ``square_avg``, ``acc_delta`` and ``step``, as torch.
 """
     _rule = "adadelta"
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
-                 maximize=False, differentiable=False, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 maximize=False, differentiable=False, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("rho value", rho, 0.0, 1.0, hi_open=False)
         _check_scalar("epsilon value", eps)
@@ -24,8 +24,7 @@ class Adadelta(FusedOptimizer):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         capturable=capturable, foreach=foreach, differentiable=differentiable)
         super().__init__(params, defaults, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         **options)
 
     def _hyper(self, group):
         return [group["rho"], group["eps"], group["weight_decay"]]

@@ -9,6 +9,7 @@ on a GPU): float32/float16/bfloat16 params, every per-tensor scalar on the devic
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -16,6 +17,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import _ops  # noqa: F401  (registers torch.ops.fusedopt.adafactor_)
+from .. import distributed as _dist
+from .base import HookedLoad
 
 AF_RELATIVE_STEP = 1 << 0
 AF_SCALE_PARAMETER = 1 << 1
@@ -39,7 +42,7 @@ def _num(name: str, v, lo: float = 0.0, lo_open: bool = False, hi: Optional[floa
     return x
 
 
-class _AdafactorBase(Optimizer):
+class _AdafactorBase(HookedLoad, Optimizer):
     _torch_semantics = False
     _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf to step()
     _row_key, _col_key, _var_key = "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"
@@ -72,14 +75,23 @@ class _AdafactorBase(Optimizer):
     def _init_state(self, p: Tensor, group) -> dict:
         st = self.state[p]
         if "step" not in st:
-            sdt = self._state_dtype(p)
-            st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            if p.dim() >= 2:
-                st[self._row_key] = torch.zeros(self._row_shape(p), dtype=sdt, device=p.device)
-                st[self._col_key] = torch.zeros(self._col_shape(p), dtype=sdt, device=p.device)
-            else:
-                st[self._var_key] = torch.zeros(p.shape, dtype=sdt, device=p.device)
-            self._init_extra(p, st, group)
+            st.update(self._fresh_state(p, group))
+        return st
+
+    def _fresh_state(self, p: Tensor, group) -> dict:
+        st: dict = {}
+        sdt = self._state_dtype(p)
+        st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        if p.dim() >= 2 and _dist.is_dtensor(p):  # DTensors laid out as p (a sharded reduced dim: Replicate)
+            keep = self._torch_semantics
+            st[self._row_key] = _dist.zeros_reduced(p, self._row_shape(p), -1, keep, sdt)
+            st[self._col_key] = _dist.zeros_reduced(p, self._col_shape(p), -2, keep, sdt)
+        elif p.dim() >= 2:
+            st[self._row_key] = torch.zeros(self._row_shape(p), dtype=sdt, device=p.device)
+            st[self._col_key] = torch.zeros(self._col_shape(p), dtype=sdt, device=p.device)
+        else:
+            st[self._var_key] = _dist.full_like(p, 0.0, sdt)
+        self._init_extra(p, st, group)
         return st
 
     def _row_shape(self, p):
@@ -93,6 +105,10 @@ class _AdafactorBase(Optimizer):
 
     def _hyper_flags(self, group, dtype) -> tuple:
         raise NotImplementedError
+
+    def _init_only(self, group) -> bool:
+        """A step that only creates the states (see Adafactor._init_only)."""
+        return False
 
     def _extra_lists(self, group, sts: list, ps: list) -> tuple:
         raise NotImplementedError
@@ -111,37 +127,57 @@ class _AdafactorBase(Optimizer):
                 g = p.grad
                 if g is None:
                     continue
-                self._validate(p, g, gi, pi)
+                sharded = False
+                if _dist.is_dtensor(p):
+                    _dist.check_layout(p, self._where(gi, pi))
+                    _dist.check_grad(p, g, self._where(gi, pi))
+                    sharded = bool(_dist.sharded_mesh_dims(p))
+                self._validate(_dist.local(p), _dist.local(g), gi, pi)
                 st = self._init_state(p, group)
-                buckets.setdefault((p.device, p.dtype), []).append((p, g, st))
-            for (dev, dt), items in buckets.items():
-                ps = [x[0] for x in items]
-                gs = [x[1] for x in items]
+                buckets.setdefault((p.device, p.dtype, sharded), []).append((p, g, st))
+            if self._init_only(group):
+                continue
+            for (dev, dt, sharded), items in buckets.items():
+                ps = [_dist.local(x[0]) for x in items]
+                gs = [_dist.local(x[1]) for x in items]
                 sts = [x[2] for x in items]
                 fi = None if found_inf is None else found_inf.to(device=dev, dtype=torch.float32)
                 if grad_scale is not None:
                     # GradScaler's contract: the optimizer unscales (into .grad, as torch's fused kernels)
                     torch._foreach_div_(gs, grad_scale.to(dev))
-                rows = [st[self._row_key] if p.dim() >= 2 else st[self._var_key] for p, st in zip(ps, sts)]
-                cols = [st[self._col_key] if p.dim() >= 2 else st["step"] for p, st in zip(ps, sts)]
+                if sharded:  # sums over the mesh between the passes: the DTensor path
+                    hyper, flags = self._hyper_flags(group, dt)
+                    self._extra_lists(group, sts, [x[0] for x in items])
+                    _sharded_step(self, items, hyper, flags, fi)
+                    continue
+                rows = [_dist.local(st[self._row_key] if p.dim() >= 2 else st[self._var_key]) for p, st in zip(ps, sts)]
+                cols = [_dist.local(st[self._col_key]) if p.dim() >= 2 else st["step"] for p, st in zip(ps, sts)]
                 rows = [r.view(p.shape[:-1]) if p.dim() >= 2 else r for r, p in zip(rows, ps)]
                 cols = [c.view(p.shape[:-2] + p.shape[-1:]) if p.dim() >= 2 else c for c, p in zip(cols, ps)]
-                exp_avg, rms = self._extra_lists(group, sts, ps)
+                exp_avg, rms = self._extra_lists(group, sts, [x[0] for x in items])
+                exp_avg = [_dist.local(m) for m in exp_avg]
                 hyper, flags = self._hyper_flags(group, dt)
                 torch.ops.fusedopt.adafactor_(ps, gs, rows, cols, exp_avg, [st["step"] for st in sts], rms,
                                               hyper=hyper, flags=flags, found_inf=fi)
         return loss
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:  # an older state_dict may lack keys added since (e.g. foreach)
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
+
+    def _load_state(self, state_dict: dict[str, Any]) -> None:
         """Load a state_dict of this class or of the reference implementation (transformers /
         torch.optim): python-number `step` and `RMS` become float32 tensors, factored and
         unfactored statistics stay float32 (float64 for float64 params) instead of being cast
         to the param dtype."""
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
-        super().load_state_dict(state_dict)
+        super()._load_state(state_dict)
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
+        group_of = {id(p): g for g in self.param_groups for p in g["params"]}
         for pid, p in zip(ids, params):
             if pid not in saved_state:
                 continue
@@ -152,6 +188,11 @@ class _AdafactorBase(Optimizer):
                     st[key] = val.to(device=p.device, dtype=torch.float32, copy=True).reshape(())
                 elif isinstance(v, Tensor) and v.is_floating_point():
                     st[key] = v.to(device=p.device, dtype=self._state_dtype(p), copy=True).contiguous()
+            if _dist.is_dtensor(p):  # states laid out as a fresh state of p (sharded or whole saved tensors)
+                fresh = self._fresh_state(p, group_of[id(p)])
+                for key, v in list(st.items()):
+                    if isinstance(v, Tensor) and v.dim() > 0 and key in fresh:
+                        st[key] = _dist.place_like(v, fresh[key])
 
 
 class Adafactor(_AdafactorBase):
@@ -161,12 +202,21 @@ class Adafactor(_AdafactorBase):
     lr is None with relative_step=True (the step size is min(1e-2 or 1e-6*t with warmup_init,
     1/sqrt(t))); with relative_step=False lr must be given. With scale_parameter the step size
     is multiplied by max(eps[1], RMS(p)). Weight decay is decoupled and scaled by that step size.
+    Paper: Shazeer & Stern 2018, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost".
+
+    Arguments and defaults as transformers' class: ``lr`` (None), ``eps`` ((1e-30, 1e-3): added to
+    g^2, and the floor of RMS(p)), ``clip_threshold`` (1.0: the update is divided by
+    max(1, RMS(u) / clip_threshold)), ``decay_rate`` (-0.8: beta2_t = 1 - t^decay_rate), ``beta1``
+    (None: no first moment), ``weight_decay`` (0), ``scale_parameter``, ``relative_step``,
+    ``warmup_init``; fusedopt adds ``maximize`` (keyword-only: the grad is negated first) and
+    ``capturable`` (accepted: every step reads found_inf and the step counters on the device and
+    never syncs with the host, so it can be captured in a CUDA graph).
     """
 
     def __init__(self, params, lr: Optional[float] = None, eps=(1e-30, 1e-3), clip_threshold: float = 1.0,
                  decay_rate: float = -0.8, beta1: Optional[float] = None, weight_decay: float = 0.0,
                  scale_parameter: bool = True, relative_step: bool = True, warmup_init: bool = False, *,
-                 maximize: bool = False):
+                 maximize: bool = False, capturable: bool = False):
         if lr is not None and relative_step:
             raise ValueError(f"Adafactor: lr={lr} was given with relative_step=True, which computes its own "
                              "step size and would ignore lr; pass relative_step=False to use lr (e.g. lr=1e-3, "
@@ -190,25 +240,32 @@ class Adafactor(_AdafactorBase):
         _num("weight_decay", weight_decay)
         defaults = dict(lr=lr, eps=tuple(eps), clip_threshold=clip_threshold, decay_rate=decay_rate, beta1=beta1,
                         weight_decay=weight_decay, scale_parameter=scale_parameter, relative_step=relative_step,
-                        warmup_init=warmup_init, maximize=maximize)
+                        warmup_init=warmup_init, maximize=maximize, capturable=capturable)
         super().__init__(params, defaults)
 
     def _init_extra(self, p, st, group):
         st["RMS"] = torch.zeros((), dtype=torch.float32, device=p.device)
         if group["beta1"] is not None:
-            st["exp_avg"] = torch.zeros(p.shape, dtype=self._state_dtype(p), device=p.device)
+            st["exp_avg"] = _dist.full_like(p, 0.0, self._state_dtype(p))
 
     def _extra_lists(self, group, sts, ps):
         exp_avg = []
         if group["beta1"] is not None:
             for st, p in zip(sts, ps):
                 if "exp_avg" not in st:  # beta1 switched on after the state was made
-                    st["exp_avg"] = torch.zeros(p.shape, dtype=self._state_dtype(p), device=p.device)
+                    st["exp_avg"] = _dist.full_like(p, 0.0, self._state_dtype(p))
                 exp_avg.append(st["exp_avg"])
         for st, p in zip(sts, ps):
             if "RMS" not in st:
                 st["RMS"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return exp_avg, [st["RMS"] for st in sts]
+
+    def _init_only(self, group) -> bool:
+        """relative_step=True with lr set to 0: torch.distributed.checkpoint's get/set_optimizer_state_dict
+        take such a step (zero grads, every lr 0) to create the states of a fresh optimizer; the relative
+        step ignores lr, so this step only creates the states (no update, the step counters stay)."""
+        lr = group["lr"]
+        return bool(group["relative_step"]) and lr is not None and float(lr) == 0.0
 
     def _hyper_flags(self, group, dtype):
         if group["lr"] is not None and group["relative_step"]:
@@ -232,13 +289,22 @@ class Adafactor(_AdafactorBase):
 
 class AdafactorTorch(_AdafactorBase):
     """Adafactor with torch.optim.Adafactor's semantics and state keys (`step`, `row_var`,
-    `col_var` (keepdim shapes [..., R, 1] / [..., 1, C]), `variance`)."""
+    `col_var` (keepdim shapes [..., R, 1] / [..., 1, C]), `variance`). Paper: Shazeer & Stern 2018,
+    "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost".
+
+    Arguments and defaults as torch.optim.Adafactor: ``lr`` (1e-2, the cap of the relative step
+    min(lr, 1/sqrt(t))), ``beta2_decay`` (-0.8), ``eps`` ((None, 1e-3): eps1 None is the dtype's
+    machine epsilon, used as a clamp; eps2 floors RMS(p)), ``d`` (1.0, the clipping threshold),
+    ``weight_decay`` (p *= 1 - lr * weight_decay), ``foreach`` (accepted and ignored), ``maximize``;
+    fusedopt adds ``capturable`` (accepted: steps never sync with the host, so they are capturable).
+    """
 
     _torch_semantics = True
     _row_key, _col_key, _var_key = "row_var", "col_var", "variance"
 
     def __init__(self, params, lr: float = 1e-2, beta2_decay: float = -0.8, eps=(None, 1e-3), d: float = 1.0,
-                 weight_decay: float = 0.0, *, foreach: Optional[bool] = None, maximize: bool = False):
+                 weight_decay: float = 0.0, *, foreach: Optional[bool] = None, maximize: bool = False,
+                 capturable: bool = False):
         _num("lr", lr)
         if isinstance(beta2_decay, Tensor) or not float(beta2_decay) <= 0.0:
             raise ValueError(f"Invalid beta2_decay: {beta2_decay} (must be <= 0)")
@@ -250,7 +316,7 @@ class AdafactorTorch(_AdafactorBase):
         _num("d", d, 1.0)
         _num("weight_decay", weight_decay)
         defaults = dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay,
-                        foreach=foreach, maximize=maximize)
+                        foreach=foreach, maximize=maximize, capturable=capturable)
         super().__init__(params, defaults)
 
     def _row_shape(self, p):
@@ -270,3 +336,126 @@ class AdafactorTorch(_AdafactorBase):
         hyper = [float(group["lr"]), float(eps1), float(group["eps"][1]), float(group["d"]),
                  float(group["beta2_decay"]), 0.0, float(group["weight_decay"])]
         return hyper, flags
+
+
+# ---- DTensor params sharded on a mesh: the passes of csrc/core/adafactor.h with sums over the mesh ----
+def _scalars(hyper, flags, t: float, rms: float) -> tuple:
+    """af_scalars of csrc/core/adafactor.h: (beta2t, ema_w, alpha, decay)."""
+    lr, eps1, eps2, clip, decay_rate, beta1, wd = hyper
+    w = t ** decay_rate
+    if flags & AF_TORCH:
+        rho = min(lr, 1.0 / math.sqrt(t))
+        return 1.0 - w, w, (rms if rms > eps2 else eps2) * rho, 1.0 - lr * wd
+    rho = lr
+    if flags & AF_RELATIVE_STEP:
+        cap = 1e-6 * t if flags & AF_WARMUP_INIT else 1e-2
+        rho = min(cap, 1.0 / math.sqrt(t))
+    scale = (rms if rms > eps2 else eps2) if flags & AF_SCALE_PARAMETER else 1.0
+    alpha = scale * rho
+    return 1.0 - w, 1.0 - (1.0 - w), alpha, 1.0 - wd * alpha
+
+
+def _ema(old: Tensor, x: Tensor, torch_sem: bool, beta2t: float, ema_w: float) -> Tensor:
+    if torch_sem:
+        return torch.lerp(old, x, ema_w)
+    return old * beta2t + x * ema_w
+
+
+def _sharded_step(opt, items: list, hyper: list, flags: int, found_inf: Optional[Tensor]) -> None:
+    """One Adafactor step of DTensor params sharded on their meshes (items: (param, grad, state)),
+    the math of csrc/core/adafactor.h in torch ops on the local shards. Partial sums go over the mesh
+    dims that shard the summed dims, batched into one all-reduce per pass and key: (1) sum p^2, the
+    row sums of U (if the last dim is sharded) and the col sums (if dim -2 is); (2) the sums of the
+    new R over its rows (if dim -2 is sharded); (3) sum u^2. Sums of local shards are float32 (float64
+    accumulation rounded), so a step equals the unsharded one up to rounding (docs/distributed.md).
+    Per-tensor scalars are computed on the host (found_inf and the step are read there)."""
+    if found_inf is not None and float(found_inf) != 0.0:
+        return
+    torch_sem = bool(flags & AF_TORCH)
+    lr, eps1, eps2, clip, decay_rate, beta1, wd = hyper
+    gsign = -1.0 if flags & AF_MAXIMIZE else 1.0
+    use_beta1 = not torch_sem and bool(flags & AF_BETA1)
+    rk, ck, vk = opt._row_key, opt._col_key, opt._var_key
+    locs = [(_dist.local(p), _dist.local(g)) for p, g, _ in items]
+    per, _ = torch.ops.fusedopt.multi_tensor_sumsq([pl for pl, _ in locs])
+    fac = [i for i, (p, _, _) in enumerate(items) if p.dim() >= 2]
+    rows, cols = torch.ops.fusedopt.row_col_sums([locs[i][1] for i in fac], add=0.0 if torch_sem else eps1,
+                                                 square=True, mean=False) if fac else ([], [])
+    # pass 1: sum p^2 (all sharded dims), row sums of U (dims sharding the last dim), col sums (dim -2)
+    b = _dist.SumBatch()
+    for i, (p, _, _) in enumerate(items):
+        b.add(_dist.reduce_key(p), per[i:i + 1])
+    for j, i in enumerate(fac):
+        p = items[i][0]
+        b.add(_dist.reduce_key(p, {p.dim() - 1}), rows[j])
+        b.add(_dist.reduce_key(p, {p.dim() - 2}), cols[j])
+    red = b.run()
+    psq, rows, cols = red[:len(items)], red[len(items)::2], red[len(items) + 1::2]
+    ctx = []
+    for i, (p, g, st) in enumerate(items):
+        st["step"] += 1.0
+        t = float(st["step"])
+        f64 = p.dtype == torch.float64
+        rms = math.sqrt(float(psq[i])) / math.sqrt(p.numel())
+        if "RMS" in st:
+            st["RMS"].fill_(rms)
+        ctx.append(_scalars(hyper, flags, t, rms if f64 else float(torch.tensor(rms, dtype=torch.float32))))
+    # the factor EMAs; pass 2: the sums of the new R over its rows
+    b = _dist.SumBatch()
+    for j, i in enumerate(fac):
+        p, _, st = items[i]
+        beta2t, ema_w, _, _ = ctx[i]
+        R, C = _dist.local(st[rk]), _dist.local(st[ck])
+        sdt = R.dtype
+        rm = (rows[j].double() / p.shape[-1]).to(sdt).view(R.shape)
+        cm = (cols[j].double() / p.shape[-2]).to(sdt).view(C.shape)
+        R.copy_(_ema(R, rm, torch_sem, beta2t, ema_w))
+        C.copy_(_ema(C, cm, torch_sem, beta2t, ema_w))
+        lead = R.shape[:p.dim() - 2]
+        b.add(_dist.reduce_key(p, {p.dim() - 2}), R.double().reshape(lead + (math.prod(R.shape[len(lead):]),)).sum(-1).reshape(-1))
+    rsum = b.run()
+    # u and pass 3: sum u^2 (all sharded dims)
+    us, b = [], _dist.SumBatch()
+    for i, (p, g, st) in enumerate(items):
+        pl, gl = locs[i]
+        beta2t, ema_w, _, _ = ctx[i]
+        T = torch.float64 if p.dtype == torch.float64 else torch.float32
+        gf = gl.to(T) * gsign
+        if p.dim() >= 2:
+            j = fac.index(i)
+            R = _dist.local(st[rk]).reshape(pl.shape[:-1])
+            C = _dist.local(st[ck]).reshape(pl.shape[:-2] + pl.shape[-1:])
+            mean = (rsum[j] / p.shape[-2]).to(T).reshape(pl.shape[:-2] + (1,))
+            if torch_sem:
+                v = (R.unsqueeze(-1) * C.unsqueeze(-2)) / torch.clamp(mean, min=eps1).unsqueeze(-1)
+                u = (1.0 / torch.sqrt(torch.clamp(v, min=eps1 * eps1))) * gf
+            else:
+                rf = 1.0 / torch.sqrt(R / mean)
+                cf = 1.0 / torch.sqrt(C)
+                u = (rf.unsqueeze(-1) * cf.unsqueeze(-2)) * gf
+        else:
+            V = _dist.local(st[vk])
+            gg = gl.to(T) * gl.to(T)
+            V.copy_(_ema(V, gg if torch_sem else gg + eps1, torch_sem, beta2t, ema_w))
+            Vc = torch.clamp(V, min=eps1 * eps1) if torch_sem else V
+            u = (1.0 / torch.sqrt(Vc)) * gf
+        us.append(u)
+        b.add(_dist.reduce_key(p), u.double().square().sum().reshape(1))
+    usq = b.run()
+    for i, (p, g, st) in enumerate(items):
+        pl, u = locs[i][0], us[i]
+        _, _, alpha, decay = ctx[i]
+        rms_u = math.sqrt(float(usq[i])) / math.sqrt(p.numel())
+        d = rms_u / clip
+        clipdiv = d if (d > 1.0 or d != d) else 1.0
+        pf = pl.to(u.dtype)
+        if torch_sem:
+            new = pf * decay + u * (-(alpha / clipdiv))
+        else:
+            upd = (u / clipdiv) * alpha
+            if use_beta1:
+                m = _dist.local(st["exp_avg"])
+                upd = m * beta1 + upd * (1.0 - beta1)
+                m.copy_(upd)
+            new = pf * decay - upd
+        pl.copy_(new)

@@ -9,8 +9,9 @@ __all__ = ["Adagrad"]
 
 
 class Adagrad(FusedOptimizer):
-    __doc__ = "torch.optim.Adagrad, fused (lr_decay, L2 weight_decay, initial_accumulator_value, eps, " \
-        "maximize).\n" + _FUSED_DOC + """
+    __doc__ = "torch.optim.Adagrad, fused (lr, lr_decay, L2 weight_decay, initial_accumulator_value, eps, " \
+        "maximize): Adagrad (Duchi, Hazan & Singer 2011, \"Adaptive Subgradient Methods for Online Learning " \
+        "and Stochastic Optimization\").\n" + _FUSED_DOC + """
     State: ``sum`` (starts at initial_accumulator_value) and ``step``, created in the constructor for
     every param as torch does (so ``share_memory()`` works before the first step). Deviation: a param
     group added later, or given its own ``initial_accumulator_value``, starts its sums at that group's
@@ -19,9 +20,7 @@ class Adagrad(FusedOptimizer):
     _rule = "adagrad"
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
-                 foreach=None, *, maximize=False, differentiable=False, fused=None, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 foreach=None, *, maximize=False, differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("lr_decay value", lr_decay)
         _check_scalar("weight_decay value", weight_decay)
@@ -31,8 +30,7 @@ class Adagrad(FusedOptimizer):
                         initial_accumulator_value=initial_accumulator_value, foreach=foreach, maximize=maximize,
                         differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         **options)
         for group in self.param_groups:
             for p in group["params"]:
                 self._ensure_state(p, group, (True,))

@@ -1,6 +1,6 @@
 """AdaBelief and ACProp (Zhuang et al.): fused, with the official packages' arguments and state keys.
 
-ALGORITHMS.md §7 (AdaBelief: adabelief-pytorch 0.2.1 semantics) and §8 (ACProp). Both keep
+docs/algorithms.md §7 (AdaBelief: adabelief-pytorch 0.2.1 semantics) and §8 (ACProp). Both keep
 `exp_avg`, `exp_avg_var` (+ `max_exp_avg_var` with amsgrad); eps is added into `exp_avg_var` in
 place every step, as the official code does.
 """
@@ -21,13 +21,15 @@ _FUSED_DOC = """
     The official package keeps weight_decouple / fixed_decay / rectify / degenerated_to_sgd on the
     optimizer object; here they are param_group keys (same names), so groups may differ.
     Steps are float32 tensors (the official code keeps a Python int).
+    ``state_bits`` (32; 16 = bfloat16 states; 8 = block-wise 8-bit states), ``min_8bit_size``
+    (4096: smaller params keep 32-bit states) and ``block_size`` (256: elements per 8-bit absmax
+    block) choose how states are stored (docs/algorithms.md §19).
 """
 
 
 class _BeliefBase(FusedOptimizer):
     def __init__(self, params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
-                 degenerated_to_sgd, extra, foreach, maximize, capturable, differentiable, fused, state_dtype,
-                 param_rounding, state_bits=32, min_8bit_size=4096, block_size=256):
+                 degenerated_to_sgd, extra, foreach, maximize, capturable, differentiable, fused, options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -38,8 +40,7 @@ class _BeliefBase(FusedOptimizer):
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused,
                         **extra)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (True, True, bool(group["amsgrad"]))
@@ -56,7 +57,8 @@ class _BeliefBase(FusedOptimizer):
 
 
 class AdaBelief(_BeliefBase):
-    __doc__ = """adabelief_pytorch.AdaBelief (v0.2.1), fused.
+    __doc__ = """adabelief_pytorch.AdaBelief (v0.2.1), fused: AdaBelief (Zhuang et al. 2020, "AdaBelief
+    Optimizer: Adapting Stepsizes by the Belief in Observed Gradients").
 
     Arguments and defaults of the official package: lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
     weight_decay=0, amsgrad=False, weight_decouple=True, fixed_decay=False, rectify=True,
@@ -75,15 +77,14 @@ class AdaBelief(_BeliefBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, amsgrad=False,
                  weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True,
                  print_change_log=True, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
-                         degenerated_to_sgd, {}, foreach, maximize, capturable, differentiable, fused, state_dtype,
-                         param_rounding, state_bits, min_8bit_size, block_size)
+                         degenerated_to_sgd, {}, foreach, maximize, capturable, differentiable, fused, options)
 
 
 class ACProp(_BeliefBase):
-    __doc__ = """ACProp (Zhuang et al. 2021, juntang-zhuang/ACProp-Optimizer optimizers/ACProp.py), fused.
+    __doc__ = """ACProp (Zhuang et al. 2021, "Momentum Centering and Asynchronous Update for Adaptive Gradient
+    Methods"; juntang-zhuang/ACProp-Optimizer optimizers/ACProp.py), fused.
 
     Arguments and defaults of the official class: lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
     weight_decay=0, amsgrad=False, weight_decouple=True, fixed_decay=False, rectify=True,
@@ -97,7 +98,7 @@ class ACProp(_BeliefBase):
     momentum_update); rectified (rho_t from t, threshold rho_t >= 5 as adabelief-pytorch):
     p -= lr r_t sqrt(1-b2^t)/bc1 * num/(sqrt(s)+eps), num = g*bc1 (m with momentum_update), else
     p -= lr/bc1 * m if degenerated_to_sgd, else no update; finally s = b2 s + (1-b2)(g-m)^2.
-    The official file was not retrievable: the semantics are ALGORITHMS.md §8's equations. amsgrad
+    The official file was not retrievable: the semantics are docs/algorithms.md §8's equations. amsgrad
     (max of s after the +eps, used by the unrectified branch only) is chosen by analogy with
     AdaBelief 0.2.1 and is not checked against the official code.
     """ + _FUSED_DOC
@@ -106,9 +107,7 @@ class ACProp(_BeliefBase):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, amsgrad=False,
                  weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True,
                  momentum_update=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
                          degenerated_to_sgd, dict(momentum_update=bool(momentum_update)), foreach, maximize,
-                         capturable, differentiable, fused, state_dtype, param_rounding, state_bits,
-                         min_8bit_size, block_size)
+                         capturable, differentiable, fused, options)

@@ -23,6 +23,15 @@ from .sgd import SGD
 
 __all__ = ["Adam8bit", "AdamW8bit", "Lion8bit", "SGD8bit", "RMSprop8bit", "Adagrad8bit"]
 
+_BNB_DOC = """
+    8-bit states as in Dettmers et al. 2022, "8-bit Optimizers via Block-wise Quantization"
+    (docs/algorithms.md §19). bitsandbytes' options (keyword-only): ``optim_bits`` (8; 32 keeps
+    32-bit states, 16 bfloat16 ones), ``min_8bit_size`` (4096: smaller params keep 32-bit states),
+    ``block_size`` (256 elements per absmax block), ``block_wise`` (True only), ``percentile_clipping``
+    (100 only: no clipping), ``is_paged`` (False only), ``args`` (None only). Other keywords go to the
+    32-bit class.
+"""
+
 
 def _bnb_options(cls: str, optim_bits, args, percentile_clipping, block_wise, is_paged) -> int:
     if args is not None:
@@ -42,7 +51,10 @@ def _bnb_options(cls: str, optim_bits, args, percentile_clipping, block_wise, is
 
 
 class Adam8bit(Adam):
-    """bitsandbytes.optim.Adam8bit: Adam with 8-bit block-wise states and decoupled weight decay."""
+    __doc__ = """bitsandbytes.optim.Adam8bit: Adam with 8-bit block-wise states and decoupled weight decay.
+
+    Arguments: ``lr``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad`` as fusedopt.Adam.
+""" + _BNB_DOC
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  optim_bits=8, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
@@ -54,7 +66,10 @@ class Adam8bit(Adam):
 
 
 class AdamW8bit(AdamW):
-    """bitsandbytes.optim.AdamW8bit: torch AdamW with 8-bit block-wise states."""
+    __doc__ = """bitsandbytes.optim.AdamW8bit: torch AdamW with 8-bit block-wise states.
+
+    Arguments: ``lr``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad`` as fusedopt.AdamW.
+""" + _BNB_DOC
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
                  optim_bits=8, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
@@ -65,7 +80,10 @@ class AdamW8bit(AdamW):
 
 
 class Lion8bit(Lion):
-    """bitsandbytes.optim.Lion8bit: Lion with 8-bit block-wise states."""
+    __doc__ = """bitsandbytes.optim.Lion8bit: Lion with 8-bit block-wise states.
+
+    Arguments: ``lr``, ``betas``, ``weight_decay`` as fusedopt.Lion.
+""" + _BNB_DOC
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0, *, optim_bits=8, args=None,
                  min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=False, block_size=256,
@@ -76,7 +94,10 @@ class Lion8bit(Lion):
 
 
 class SGD8bit(SGD):
-    """bitsandbytes.optim.SGD8bit: SGD with an 8-bit momentum buffer (momentum=0 keeps no state)."""
+    __doc__ = """bitsandbytes.optim.SGD8bit: SGD with an 8-bit momentum buffer (momentum=0 keeps no state).
+
+    Arguments: ``lr``, ``momentum``, ``dampening``, ``weight_decay``, ``nesterov`` as fusedopt.SGD.
+""" + _BNB_DOC
 
     def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, optim_bits=8,
                  args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True, is_paged=False,
@@ -87,7 +108,10 @@ class SGD8bit(SGD):
 
 
 class RMSprop8bit(RMSprop):
-    """bitsandbytes.optim.RMSprop8bit: RMSprop with 8-bit block-wise states."""
+    __doc__ = """bitsandbytes.optim.RMSprop8bit: RMSprop with 8-bit block-wise states.
+
+    Arguments: ``lr``, ``alpha``, ``eps``, ``weight_decay``, ``momentum``, ``centered`` as fusedopt.RMSprop.
+""" + _BNB_DOC
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False, *,
                  optim_bits=8, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,
@@ -98,7 +122,10 @@ class RMSprop8bit(RMSprop):
 
 
 class Adagrad8bit(Adagrad):
-    """bitsandbytes.optim.Adagrad8bit: Adagrad with an 8-bit (unsigned) sum."""
+    __doc__ = """bitsandbytes.optim.Adagrad8bit: Adagrad with an 8-bit (unsigned) sum.
+
+    Arguments: ``lr``, ``lr_decay``, ``weight_decay``, ``initial_accumulator_value``, ``eps`` as fusedopt.Adagrad.
+""" + _BNB_DOC
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10, *,
                  optim_bits=8, args=None, min_8bit_size=4096, percentile_clipping=100, block_wise=True,

@@ -1,4 +1,4 @@
-"""DiffGrad (Dubey et al. 2019), fused: the authors' diffGrad_v2.py semantics (ALGORITHMS.md §10)."""
+"""DiffGrad (Dubey et al. 2019), fused: the authors' diffGrad_v2.py semantics (docs/algorithms.md §10)."""
 from __future__ import annotations
 
 from .base import FusedOptimizer, _check_scalar, check_betas
@@ -7,7 +7,8 @@ __all__ = ["DiffGrad"]
 
 
 class DiffGrad(FusedOptimizer):
-    """diffGrad, fused (shivram1987/diffGrad diffGrad_v2.py: the fixed version).
+    """diffGrad, fused: Dubey et al. 2019, "diffGrad: An Optimization Method for Convolutional Neural
+    Networks" (shivram1987/diffGrad diffGrad_v2.py: the fixed version).
 
     Arguments and defaults of the reference: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
     (L2, added into the gradient, hence into ``previous_grad``). State keys ``exp_avg``,
@@ -22,13 +23,13 @@ class DiffGrad(FusedOptimizer):
     fusedopt extras (keyword-only): ``maximize`` (g negated first), ``state_dtype``,
     ``param_rounding``; ``foreach`` / ``capturable`` accepted, ``fused=False`` and
     ``differentiable=True`` refused.
+    ``state_bits``, ``min_8bit_size``, ``block_size``: state storage, as in every fusedopt optimizer
+    (docs/algorithms.md §19).
     """
     _rule = "diffgrad"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *, maximize=False,
-                 foreach=None, capturable=False, differentiable=False, fused=None, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 foreach=None, capturable=False, differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -36,8 +37,7 @@ class DiffGrad(FusedOptimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b2 = group["betas"]

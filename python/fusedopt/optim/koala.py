@@ -4,11 +4,13 @@ float64 tensors and are updated by a few torch ops per step: no host sync."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
+from .. import distributed as _dist
 from .._ops import VARIANT_SHIFT, op
 from .adam import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
@@ -72,6 +74,15 @@ _PROTOCOL_DOC = """
 """
 
 
+class _KoalaState(defaultdict):
+    """KOALA's `state`: the per-param entries plus the global scalars under "koala". It is true only
+    when some param has state, as torch.optim's state before the first step: torch.distributed.checkpoint's
+    get/set_optimizer_state_dict create the states of an optimizer whose state is empty with a step."""
+
+    def __bool__(self):
+        return any(k != _GLOBAL for k in self)
+
+
 def _as_scalar(x, name: str, dev: torch.device) -> Tensor:
     """A float64 0-dim tensor on dev from a Python number or a one-element tensor (detached)."""
     if isinstance(x, Tensor):
@@ -95,15 +106,14 @@ class _KOALABase(FusedOptimizer):
     _no_8bit_reason = ("its predict pass reads no grad, and the 8-bit tile walk is for update rules that read "
                        "one")
 
-    def __init__(self, params, lr, weight_decay, *, foreach, fused, capturable, differentiable, state_dtype,
-                 param_rounding, state_bits, min_8bit_size, block_size):
+    def __init__(self, params, lr, weight_decay, *, foreach, fused, capturable, differentiable, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("weight_decay value", weight_decay)
         defaults = dict(lr=lr, weight_decay=weight_decay)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
         self._predicted = False
+        self.state = _KoalaState(dict, self.state)
         self.state[_GLOBAL] = self._initial_global(self._global_device())
 
     # -- globals --------------------------------------------------------------------------
@@ -162,6 +172,8 @@ class _KOALABase(FusedOptimizer):
             l64 = losses.to(device=dev, dtype=torch.float64)
             self._update(l64.mean(), l64.square().mean())
             return losses.mean()
+        if loss is None and self._init_only():
+            return None
         if loss is None:
             raise TypeError(f"fusedopt.{name}.step() needs the minibatch loss: call step(loss=..., loss_sq_mean=...) "
                             "after predict() and backward, or step(closure) with a closure that returns the "
@@ -177,9 +189,22 @@ class _KOALABase(FusedOptimizer):
         self._update(L, S)
         return loss
 
+    def _init_only(self) -> bool:
+        """step() without a loss while every lr is 0 and every param has a grad: the step that
+        torch.distributed.checkpoint's get/set_optimizer_state_dict take (zero grads, lr 0) to create the
+        states of a fresh optimizer. It creates them and updates nothing."""
+        if any(isinstance(g["lr"], Tensor) or float(g["lr"]) != 0.0 for g in self.param_groups):
+            return False
+        if any(p.grad is None for g in self.param_groups for p in g["params"]):
+            return False
+        for gi, group in enumerate(self.param_groups):
+            self._group_plan(gi, group, [p.grad for p in group["params"]])
+        return True
+
     def _update(self, L: Tensor, S: Optional[Tensor]):
         glob = self._global()
         P, dev = glob["P"], glob["P"].device
+        L, S = _dist.mean_over_ranks(L, S)  # data-parallel ranks: the loss of the global batch
         grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
         found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
         compiling = torch.compiler.is_compiling()
@@ -193,6 +218,8 @@ class _KOALABase(FusedOptimizer):
             plan = self._group_plan(gi, group, grads, compiling)
             if not plan:
                 continue
+            if plan.dtensor:
+                grads = [_dist.local(g) for g in grads]
             hyper = self._hyper(group)
             flags = self._group_flags(group)
             wd = float(group["weight_decay"])
@@ -205,7 +232,7 @@ class _KOALABase(FusedOptimizer):
                     lr = lr.detach().to(device=dev, dtype=torch.float64).reshape(())
             else:
                 lr = float(lr)
-            for device, idx, params, states, steps, comps, _ in plan:
+            for bi, (device, idx, params, states, steps, comps, _) in enumerate(plan):
                 bgrads = [grads[i] for i in idx]
                 gs = grad_scale if grad_scale is None or grad_scale.device == device else grad_scale.to(device)
                 fi = found_inf if found_inf is None or found_inf.device == device else found_inf.to(device)
@@ -214,6 +241,7 @@ class _KOALABase(FusedOptimizer):
                     # pass 1 (read-only, bumps the steps, unscales the grads in place): ||g||^2, ||g~||^2, ||p||^2
                     norms(params, bgrads, steps, comps, hyper=hyper, lr=0.0, grad_scale=gs, found_inf=fi,
                           flags=0, tensor_out=sums)
+                    self._reduced("tensor_sums", sums, plan.rows[bi] if plan.dtensor else None)
                     g2, gt2, p2 = sums.to(device=dev, dtype=torch.float64).unbind(1)
                     active = ~(g2.sqrt() < _SKIP_NORM)
                     s = gt2 * p00 + R
@@ -239,6 +267,8 @@ class _KOALABase(FusedOptimizer):
                 h = hb if h is None else torch.maximum(h, hb)
         if h is None:
             h = torch.zeros((), dtype=torch.float64, device=dev)
+        if self._zero_group is not None:  # ZeroRedundancyOptimizer: the max over every rank's params
+            h = _dist.all_reduce_(h.reshape(1), _dist.zero_key(self._zero_group), _dist.dist.ReduceOp.MAX).reshape(())
         if self._momentum:
             col = P[:, 0:1]
             P_new = P - (col * h) @ col.T  # P - P diag(h, 0) P^T
@@ -254,11 +284,29 @@ class _KOALABase(FusedOptimizer):
         self._predicted = False
 
     # -- state_dict ---------------------------------------------------------------------------
-    def load_state_dict(self, state_dict) -> None:
-        """As FusedOptimizer.load_state_dict, plus the global scalars (copied, float64, onto the
-        first param's device). A state_dict without them (another optimizer's) starts them afresh."""
-        super().load_state_dict(state_dict)
-        saved = self.state.get(_GLOBAL)
+    def state_dict(self) -> dict:
+        """FusedOptimizer's, with the global scalars in ``param_groups[0]["koala"]`` (the "state" entry
+        holds per-param entries only, as torch.distributed.checkpoint's get_optimizer_state_dict needs)."""
+        sd = super().state_dict()
+        state = dict(sd["state"])
+        glob = state.pop(_GLOBAL, None)
+        sd["state"] = state
+        if glob is not None and sd["param_groups"]:
+            sd["param_groups"][0][_GLOBAL] = glob
+        return sd
+
+    def _load_state(self, state_dict) -> None:
+        """As FusedOptimizer's, plus the global scalars (copied, float64, onto the
+        first param's device), from ``param_groups[0]["koala"]`` (or ``state["koala"]``, the earlier
+        format). A state_dict without them (another optimizer's) starts them afresh."""
+        groups = state_dict["param_groups"]
+        saved = groups[0].get(_GLOBAL) if groups else None
+        if saved is None:
+            saved = state_dict["state"].get(_GLOBAL)
+        super()._load_state(state_dict)
+        for g in self.param_groups:
+            g.pop(_GLOBAL, None)
+        self.state = _KoalaState(dict, {k: v for k, v in self.state.items() if k != _GLOBAL})
         dev = self._global_device()
         fresh = self._initial_global(dev)
         if isinstance(saved, dict):
@@ -276,7 +324,8 @@ class _KOALABase(FusedOptimizer):
 
 
 class VanillaKOALA(_KOALABase):
-    """KOALA-V, fused; the authors' ``VanillaKOALA`` (Araachie/koala : koala.py; same arguments and
+    __doc__ = """KOALA-V (Davtyan et al. 2022, "KOALA: A Kalman Optimization Algorithm with Loss Adaptivity"),
+    fused; the authors' ``VanillaKOALA`` (Araachie/koala : koala.py; same arguments and
     defaults).
 
     ``predict()``: ``P += q``. Update, with ``R = alpha_r R + (1 - alpha_r) S`` (``R`` starts at
@@ -291,8 +340,7 @@ class VanillaKOALA(_KOALABase):
     _momentum = False
 
     def __init__(self, params, sigma=1.0, q=1.0, r=None, alpha_r=0.9, weight_decay=0.0, lr=1.0, *, foreach=None,
-                 fused=None, capturable=False, differentiable=False, state_dtype=None, param_rounding="nearest",
-                 state_bits=32, min_8bit_size=4096, block_size=256):
+                 fused=None, capturable=False, differentiable=False, **options):
         _check_scalar("sigma", sigma)
         _check_scalar("q", q)
         if r is not None:
@@ -300,8 +348,7 @@ class VanillaKOALA(_KOALABase):
         _check_scalar("alpha_r", alpha_r, 0.0, 1.0, hi_open=False)
         self.sigma, self.q, self.r, self.alpha_r = float(sigma), float(q), None if r is None else float(r), float(alpha_r)
         super().__init__(params, lr, weight_decay, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _initial_global(self, dev) -> dict:
         f64 = dict(dtype=torch.float64, device=dev)
@@ -312,7 +359,8 @@ class VanillaKOALA(_KOALABase):
 
 
 class MomentumKOALA(_KOALABase):
-    """KOALA-M, fused; the authors' ``MomentumKOALA`` (Araachie/koala : koala.py; same arguments
+    __doc__ = """KOALA-M (Davtyan et al. 2022, "KOALA: A Kalman Optimization Algorithm with Loss Adaptivity"),
+    fused; the authors' ``MomentumKOALA`` (Araachie/koala : koala.py; same arguments
     and defaults). The paper's main "KOALA"; ``fusedopt.KOALA`` is this class.
 
     State per param: ``velocity`` v and ``param_ema`` pbar (both start at 0); one 2x2 float64
@@ -333,7 +381,7 @@ class MomentumKOALA(_KOALABase):
 
     def __init__(self, params, sw=1e-1, sc=0.0, sv=1e-1, a=0.9, qw=1e-2, qv=1e-2, r=None, alpha_r=0.9,
                  weight_decay=0.0, lr=1.0, *, foreach=None, fused=None, capturable=False, differentiable=False,
-                 state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256):
+                 **options):
         _check_scalar("sw", sw)
         _check_scalar("sv", sv)
         if not math.isfinite(float(sc)):
@@ -349,8 +397,7 @@ class MomentumKOALA(_KOALABase):
         self.r, self.alpha_r = None if r is None else float(r), float(alpha_r)
         self._F = {}
         super().__init__(params, lr, weight_decay, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _initial_global(self, dev) -> dict:
         f64 = dict(dtype=torch.float64, device=dev)
@@ -376,14 +423,16 @@ class MomentumKOALA(_KOALABase):
         for pi, p in enumerate(group["params"]):
             self._validate_param(p, p, gi, pi, group)  # param checks only (a grad may not exist yet)
             st = self._ensure_state(p, group, slots_on)
-            b = buckets.setdefault((p.device, p.dtype), (p.device, [], [[], []], [], []))
-            b[1].append(p)
-            b[2][0].append(st["velocity"])
-            b[2][1].append(st["param_ema"])
+            b = buckets.setdefault((p.device, p.dtype), (p.device, [], [[], []], [], [], [], []))
+            b[1].append(_dist.local(p))
+            b[2][0].append(_dist.local(st["velocity"]))
+            b[2][1].append(_dist.local(st["param_ema"]))
             b[3].append(st["step"])
             if group.get("param_rounding") == "kahan":
-                b[4].append(st["param_comp"])
-        plan = list(buckets.values())
+                b[4].append(_dist.local(st["param_comp"]))
+            b[5].append(_dist.reduce_key(p))
+            b[6].append(p.numel())  # the global numel of a DTensor
+        plan = [b[:5] + (_dist.RowReduce(b[5]) if any(b[5]) else None, sum(b[6])) for b in buckets.values()]
         self._plans[key] = (len(group["params"]), plan)
         return plan
 
@@ -394,12 +443,17 @@ class MomentumKOALA(_KOALABase):
         sq = torch.zeros((), dtype=torch.float64, device=dev)
         n = 0
         for gi, group in enumerate(self.param_groups):
-            for device, params, states, steps, comps in self._predict_plan(gi, group):
+            for device, params, states, steps, comps, rows, numel in self._predict_plan(gi, group):
                 out = torch.zeros((len(params), 1), dtype=torch.float32, device=device)
                 move(params, *states, steps, comps, hyper=[self.a], lr=0.0, flags=self._group_flags(group) & ~(
                     1 << VARIANT_SHIFT), tensor_out=out)
+                if rows is not None:
+                    rows(out)
                 sq = sq + out.to(device=dev, dtype=torch.float64).sum()
-                n += sum(p.numel() for p in params)
+                n += numel
+        if self._zero_group is not None:  # ZeroRedundancyOptimizer: sums over every rank's params
+            sn = _dist.all_reduce_(torch.stack([sq, torch.full_like(sq, float(n))]), _dist.zero_key(self._zero_group))
+            sq, n = sn[0], float(sn[1])
         norm = sq.sqrt() / n if n > 0 else sq
         qw = glob["qw"]
         qw.copy_(0.9 * qw + (1.0 - 0.9) * norm)  # the authors' ExpAverage(0.9, qw)

@@ -14,7 +14,11 @@ __all__ = ["LAMB", "FusedLAMB", "LARS"]
 
 
 class LAMB(FusedOptimizer):
-    """LAMB, fused; NVIDIA apex ``FusedLAMB`` semantics (same arguments and defaults).
+    __doc__ = """LAMB, fused; NVIDIA apex ``FusedLAMB`` semantics (same arguments and defaults: ``lr``,
+    ``bias_correction``, ``betas``, ``eps``, ``weight_decay``, ``amsgrad``, ``adam_w_mode``,
+    ``grad_averaging``, ``set_grad_none`` (``zero_grad()`` sets grads to None), ``max_grad_norm``,
+    ``use_nvlamb``). Paper: You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT
+    in 76 minutes".
 
     Per step: (0) the global grad norm ``G`` over every param with a grad in every group with
     ``max_grad_norm > 0`` (one fused reduction, float64 accumulation, no host sync); (1) a fused
@@ -31,7 +35,7 @@ class LAMB(FusedOptimizer):
     (apex writes ``u`` into the grad buffer).
 
     ``state_bits=8`` keeps both states as block-wise 8-bit codes (``exp_avg`` signed map,
-    ``exp_avg_sq`` unsigned), as the other rules (ALGORITHMS.md §19): pass (1) decodes them, sums
+    ``exp_avg_sq`` unsigned), as the other rules (docs/algorithms.md §19): pass (1) decodes them, sums
     ``p^2`` and ``u^2`` and stores nothing (the codes and absmax stay bit for bit); pass (2)
     decodes the same codes, so it recomputes bitwise the same ``m``, ``v`` and ``u``, and
     requantizes ``m`` and ``v``. An element whose grad is not finite keeps its param and states
@@ -49,8 +53,7 @@ class LAMB(FusedOptimizer):
     def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
                  amsgrad=False, adam_w_mode=True, grad_averaging=True, set_grad_none=True, max_grad_norm=1.0,
                  use_nvlamb=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         if amsgrad:
             raise RuntimeError("fusedopt.LAMB does not support the AMSGrad variant (as apex FusedLAMB).")
         _check_scalar("learning rate", lr)
@@ -63,8 +66,7 @@ class LAMB(FusedOptimizer):
                         max_grad_norm=max_grad_norm, use_nvlamb=bool(use_nvlamb), maximize=maximize)
         self.set_grad_none = set_grad_none
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def zero_grad(self, set_to_none: Optional[bool] = None):
         super().zero_grad(self.set_grad_none if set_to_none is None else set_to_none)
@@ -90,7 +92,8 @@ def _exclude_1d(p: Tensor) -> bool:
 
 
 class LARS(FusedOptimizer):
-    """LARS (layer-wise adaptive rate scaling), fused; the paper's form (You et al. 2017).
+    __doc__ = """LARS (layer-wise adaptive rate scaling), fused; the paper's form (You et al. 2017, "Large
+    Batch Training of Convolutional Networks").
 
     Per tensor, from its norms (one fused reduction each of the params and of the unscaled grads):
     ``trust = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)`` when both norms
@@ -104,7 +107,7 @@ class LARS(FusedOptimizer):
     The paper puts ``lr`` inside the momentum (``v`` carries past lrs); with a constant ``lr``
     this is ``buf = momentum * buf + trust * d; w -= lr * buf`` (pytorch_optimizer.LARS with
     ``dampening=0``; its ratio has no eps and keeps ``trust_coefficient / weight_decay`` for a
-    zero grad, where ours is 1).
+    zero grad, where ours is 1). ``maximize`` negates the grad first.
 """ + _FUSED_DOC
     _rule = "lars"
     _pre_reduce = ("params", "grads")
@@ -112,7 +115,7 @@ class LARS(FusedOptimizer):
     def __init__(self, params, lr=1e-3, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8,
                  nesterov=False, trust_clip=False, exclude_fn: Optional[Callable[[Tensor], bool]] = _exclude_1d, *,
                  maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-                 state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096, block_size=256):
+                 **options):
         _check_scalar("learning rate", lr)
         _check_scalar("momentum value", momentum, 0.0, 1.0)
         _check_scalar("weight_decay value", weight_decay)
@@ -124,8 +127,7 @@ class LARS(FusedOptimizer):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                         eps=eps, nesterov=bool(nesterov), trust_clip=bool(trust_clip), maximize=maximize)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (float(group["momentum"]) > 0,)

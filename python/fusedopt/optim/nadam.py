@@ -9,13 +9,17 @@ __all__ = ["NAdam"]
 
 
 class NAdam(FusedOptimizer):
-    __doc__ = "torch.optim.NAdam, fused (mu_product is a per-param float32 scalar, as in torch).\n" + _FUSED_DOC
+    __doc__ = """torch.optim.NAdam, fused: NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam").
+
+    Arguments and defaults as torch.optim.NAdam: ``lr`` (2e-3), ``betas``, ``eps``, ``weight_decay``
+    (L2, or decoupled with ``decoupled_weight_decay=True``), ``momentum_decay``, ``maximize``.
+    ``mu_product`` is a per-param float32 scalar state, as in torch.
+""" + _FUSED_DOC
     _rule = "nadam"
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 differentiable=False, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -25,8 +29,7 @@ class NAdam(FusedOptimizer):
                         momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable)
         super().__init__(params, defaults, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         **options)
 
     def _hyper(self, group):
         b1, b2 = group["betas"]

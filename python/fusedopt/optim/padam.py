@@ -1,4 +1,4 @@
-"""Padam (partially adaptive momentum), fused: the base optimizer of GadamX (ALGORITHMS.md §18)."""
+"""Padam (partially adaptive momentum), fused: the base optimizer of GadamX (docs/algorithms.md §18)."""
 from __future__ import annotations
 
 from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
@@ -14,7 +14,8 @@ def _exponent_kind(partial: float) -> int:
 
 
 class Padam(FusedOptimizer):
-    """Padam, fused (diegogranziol/Gadam base_optimizers/padam.py semantics).
+    """Padam, fused: Chen et al. 2020, "Closing the Generalization Gap of Adaptive Gradient Methods in
+    Training Deep Neural Networks" (diegogranziol/Gadam base_optimizers/padam.py semantics).
 
     Arguments and defaults of the reference: lr=1e-1, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0, amsgrad=True, partial=1/4, decoupled_wd=False (GadamX = decoupled_wd=True +
@@ -23,20 +24,21 @@ class Padam(FusedOptimizer):
 
     Per step: decoupled_wd: p *= 1 - lr wd first, else L2 g += wd p; Adam moments m, v;
     amsgrad: vmax = max(vmax, v); p -= lr sqrt(bc2)/bc1 * m / (sqrt(vmax or v) + eps)^(2 partial).
-    Epsilon is added to the root BEFORE the power (E2 per ALGORITHMS.md §1), and the bias correction
+    Epsilon is added to the root BEFORE the power (E2 per docs/algorithms.md §1), and the bias correction
     is sqrt(bc2) whatever ``partial`` is (the reference's choice, kept).
     State keys ``exp_avg``, ``exp_avg_sq`` (+ ``max_exp_avg_sq`` with amsgrad).
 
     fusedopt extras (keyword-only): ``maximize``, ``state_dtype``, ``param_rounding``;
     ``foreach`` / ``capturable`` accepted, ``fused=False`` and ``differentiable=True`` refused.
     ``decoupled_wd`` is a param_group key here (an object attribute in the reference).
+    ``state_bits``, ``min_8bit_size``, ``block_size``: state storage, as in every fusedopt optimizer
+    (docs/algorithms.md §19).
     """
     _rule = "padam"
 
     def __init__(self, params, lr=1e-1, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=True, partial=1 / 4,
                  decoupled_wd=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -47,8 +49,7 @@ class Padam(FusedOptimizer):
                         partial=float(partial), decoupled_wd=bool(decoupled_wd), maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (True, True, bool(group["amsgrad"]))

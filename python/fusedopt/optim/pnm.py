@@ -34,7 +34,9 @@ _NONNEG = (0.0, None, True)  # >= 0 (beta0 of PNM: default 1.0)
 
 
 class PNM(FusedOptimizer):
-    """Positive-Negative Momentum (SGD form), fused; the authors' pnm_optim/pnm.py semantics.
+    __doc__ = """Positive-Negative Momentum (SGD form), fused; the authors' pnm_optim/pnm.py semantics.
+    Paper: Xie et al. 2021, "Positive-Negative Momentum: Manipulating Stochastic Gradient Noise to Improve
+    Generalization".
 
     Two momentum buffers ``pos_momentum`` / ``neg_momentum``; odd steps update the first and
     use the second as the negative momentum, even steps swap their roles. With
@@ -51,9 +53,7 @@ class PNM(FusedOptimizer):
     _rule = "pnm"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 1.0), weight_decay=0, decoupled=True, *, foreach=None,
-                 maximize=False, capturable=False, differentiable=False, fused=None, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 maximize=False, capturable=False, differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("weight_decay value", weight_decay)
         _check_betas_ranges(betas, [_UNIT, _NONNEG])
@@ -61,8 +61,7 @@ class PNM(FusedOptimizer):
                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
                         fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b0 = group["betas"]
@@ -73,14 +72,15 @@ class PNM(FusedOptimizer):
 
 
 class AdaPNM(FusedOptimizer):
-    """Adaptive Positive-Negative Momentum, fused; the authors' pnm_optim/adapnm.py semantics.
+    __doc__ = """Adaptive Positive-Negative Momentum, fused; the authors' pnm_optim/adapnm.py semantics
+    (Xie et al. 2021, the PNM paper).
 
     ``betas = (beta1, beta2, beta0)``. The PNM buffers (``exp_avg`` / ``neg_exp_avg``, swapping
     roles every step) with an Adam denominator: ``v = beta2 * v + (1 - beta2) * g**2``;
     ``amsgrad=True`` (default) keeps ``max_exp_avg_sq = max(max_exp_avg_sq, v)`` and uses it;
     ``p -= lr / (1 - beta1**t) * pn / (sqrt(v) / sqrt(1 - beta2**t) + eps)``. The bias correction
     is ``1 - beta1**t`` although the momentum EMA uses ``beta1**2``: the authors' code does
-    this and we keep it. Weight decay as in :class:`PNM` (``decoupled``).
+    this and we keep it. ``weight_decay`` as in :class:`PNM` (``decoupled``).
 
     Deviations from the reference: ``maximize`` is added; ``betas[2]`` must be >= 0 (unchecked
     in the reference); the grad is not modified in place by L2 weight decay.
@@ -89,8 +89,7 @@ class AdaPNM(FusedOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999, 1.0), eps=1e-8, weight_decay=0.0, amsgrad=True,
                  decoupled=True, *, foreach=None, maximize=False, capturable=False, differentiable=False,
-                 fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -99,8 +98,7 @@ class AdaPNM(FusedOptimizer):
                         decoupled=bool(decoupled), maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (True, True, True, bool(group["amsgrad"]))
@@ -117,7 +115,8 @@ class AdaPNM(FusedOptimizer):
 
 
 class Adan(FusedOptimizer):
-    """Adan (adaptive Nesterov momentum), fused; the official sail-sg/Adan adan.py semantics.
+    __doc__ = """Adan (adaptive Nesterov momentum), fused; the official sail-sg/Adan adan.py semantics.
+    Paper: Xie et al. 2022, "Adan: Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep Models".
 
     ``betas = (beta1, beta2, beta3)`` are retention factors (default (0.98, 0.92, 0.99); the
     paper writes them as ``1 - beta``). At a param's first step the previous grad is taken to be
@@ -147,8 +146,7 @@ class Adan(FusedOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.0, max_grad_norm=0.0,
                  no_prox=False, foreach=None, fused=None, *, maximize=False, capturable=False,
-                 differentiable=False, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 differentiable=False, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -158,8 +156,7 @@ class Adan(FusedOptimizer):
                         no_prox=bool(no_prox), foreach=foreach, fused=fused, maximize=maximize,
                         capturable=capturable, differentiable=differentiable)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b2, b3 = group["betas"]
@@ -170,7 +167,8 @@ class Adan(FusedOptimizer):
 
 
 class Lion(FusedOptimizer):
-    """Lion (EvoLved Sign Momentum, Chen et al. 2023), fused; lucidrains/lion-pytorch semantics.
+    __doc__ = """Lion (EvoLved Sign Momentum; Chen et al. 2023, "Symbolic Discovery of Optimization
+    Algorithms"), fused; lucidrains/lion-pytorch semantics.
 
     ``p *= 1 - lr * weight_decay``; ``p -= lr * sign(beta1 * m + (1 - beta1) * g)``;
     ``m = beta2 * m + (1 - beta2) * g`` (state ``exp_avg``). Defaults lr=1e-4, betas=(0.9, 0.99)
@@ -185,8 +183,7 @@ class Lion(FusedOptimizer):
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("weight_decay value", weight_decay)
         _check_betas_ranges(betas, [_UNIT, _UNIT])
@@ -196,8 +193,7 @@ class Lion(FusedOptimizer):
                         decoupled_weight_decay=bool(decoupled_weight_decay), maximize=maximize, foreach=foreach,
                         capturable=capturable, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _hyper(self, group):
         b1, b2 = group["betas"]

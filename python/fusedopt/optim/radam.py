@@ -11,7 +11,11 @@ _VARIANTS = ("torch", "official")
 
 
 class RAdam(FusedOptimizer):
-    __doc__ = """torch.optim.RAdam, fused.
+    __doc__ = """torch.optim.RAdam, fused: RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning
+    Rate and Beyond").
+
+    Arguments as torch.optim.RAdam: ``lr``, ``betas``, ``eps``, ``weight_decay``, ``maximize``, plus
+    ``variant`` and ``degenerated_to_sgd`` (below).
 
     ``variant="torch"`` (default) is torch.optim.RAdam: rectified when rho_t > 5, otherwise an
     SGD-with-bias-corrected-momentum step; L2 weight decay, or decoupled with
@@ -26,9 +30,7 @@ class RAdam(FusedOptimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, variant="torch", degenerated_to_sgd=False, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 differentiable=False, variant="torch", degenerated_to_sgd=False, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -45,8 +47,7 @@ class RAdam(FusedOptimizer):
                         foreach=foreach, capturable=capturable, decoupled_weight_decay=decoupled_weight_decay,
                         differentiable=differentiable, variant=variant, degenerated_to_sgd=degenerated_to_sgd)
         super().__init__(params, defaults, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         **options)
 
     def _hyper(self, group):
         b1, b2 = group["betas"]

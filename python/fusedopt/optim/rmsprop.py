@@ -10,7 +10,9 @@ __all__ = ["RMSprop"]
 
 
 class RMSprop(FusedOptimizer):
-    __doc__ = "torch.optim.RMSprop, fused (alpha, eps, L2 weight_decay, momentum, centered, maximize).\n" + \
+    __doc__ = "torch.optim.RMSprop, fused (lr, alpha, eps, L2 weight_decay, momentum, centered, maximize): " \
+        "RMSprop (Tieleman & Hinton 2012, lecture 6.5 of \"Neural Networks for Machine Learning\"; the " \
+        "centered form from Graves 2013).\n" + \
         _FUSED_DOC + """
     State: ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered), ``step``, as
     torch. The four combinations are four kernel variants (only the states in use are read and
@@ -19,9 +21,7 @@ class RMSprop(FusedOptimizer):
     _rule = "rmsprop"
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-                 capturable=False, foreach=None, maximize=False, differentiable=False, *, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 capturable=False, foreach=None, maximize=False, differentiable=False, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("momentum value", momentum)
@@ -31,8 +31,7 @@ class RMSprop(FusedOptimizer):
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach, maximize=maximize,
                         differentiable=differentiable)
         super().__init__(params, defaults, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         **options)
 
     # Centered RMSprop divides by sqrt(square_avg - grad_avg**2): with 8-bit states that is a difference of
     # two rounded states, and their rounding errors exceed the variance it stands for (on digits every run

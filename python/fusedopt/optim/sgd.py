@@ -13,7 +13,9 @@ __all__ = ["SGD"]
 
 
 class SGD(FusedOptimizer):
-    __doc__ = "torch.optim.SGD, fused (momentum, dampening, nesterov, L2 weight_decay, maximize).\n" + _FUSED_DOC + """
+    __doc__ = "torch.optim.SGD, fused (lr, momentum, dampening, nesterov, L2 weight_decay, maximize); " \
+        "Nesterov momentum as in Sutskever et al. 2013 (\"On the importance of initialization and momentum " \
+        "in deep learning\").\n" + _FUSED_DOC + """
     State: ``momentum_buffer`` (only when momentum != 0), as torch, plus ``step`` (a float32 tensor
     that torch.optim.SGD does not keep). The kernel uses it to tell the buffer's first step
     (buffer = the gradient, as torch's "buffer is None" branch) from the later ones
@@ -27,9 +29,7 @@ class SGD(FusedOptimizer):
     _rule = "sgd"
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False, foreach=None, differentiable=False, fused=None, state_dtype=None,
-                 param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 maximize=False, foreach=None, differentiable=False, fused=None, **options):
         _check_scalar("learning rate", lr)
         _check_scalar("momentum value", momentum)
         _check_scalar("weight_decay value", weight_decay)
@@ -41,8 +41,7 @@ class SGD(FusedOptimizer):
                         nesterov=nesterov, maximize=maximize, foreach=foreach, differentiable=differentiable,
                         fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, differentiable=differentiable,
-                         state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         **options)
 
     def _active_slots(self, group):
         return (group["momentum"] != 0,)
@@ -64,8 +63,8 @@ class SGD(FusedOptimizer):
             state["step"].zero_()
         return state
 
-    def load_state_dict(self, state_dict) -> None:
-        super().load_state_dict(state_dict)
+    def _load_state(self, state_dict) -> None:
+        super()._load_state(state_dict)
         for st in self.state.values():
             buf = st.get("momentum_buffer")
             if isinstance(buf, Tensor) and "step" not in st:  # torch.optim.SGD keeps no step

@@ -1,4 +1,4 @@
-"""Generalized signSGD (Crawshaw et al. 2022), fused (ALGORITHMS.md §9)."""
+"""Generalized signSGD (Crawshaw et al. 2022), fused (docs/algorithms.md §9)."""
 from __future__ import annotations
 
 from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
@@ -8,7 +8,8 @@ __all__ = ["SignSGD"]
 
 
 class SignSGD(FusedOptimizer):
-    """Generalized signSGD, fused (zhenxun-zhuang/Generalized-SignSGD GeneralizedSignSGD semantics).
+    """Generalized signSGD, fused: Crawshaw et al. 2022, "Robustness to Unbounded Smoothness of Generalized
+    signSGD" (zhenxun-zhuang/Generalized-SignSGD GeneralizedSignSGD semantics).
 
     Arguments and defaults of the reference: lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0
     (L2 only), use_bias_correction=False. State keys ``exp_avg``, ``exp_avg_sq``.
@@ -28,13 +29,14 @@ class SignSGD(FusedOptimizer):
 
     fusedopt extras (keyword-only): ``maximize``, ``state_dtype``, ``param_rounding``;
     ``foreach`` / ``capturable`` accepted, ``fused=False`` and ``differentiable=True`` refused.
+    ``state_bits``, ``min_8bit_size``, ``block_size``: state storage, as in every fusedopt optimizer
+    (docs/algorithms.md §19).
     """
     _rule = "signsgd"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, use_bias_correction=False,
                  *, maximize=False, foreach=None, capturable=False, differentiable=False, fused=None,
-                 state_dtype=None, param_rounding="nearest", state_bits=32, min_8bit_size=4096,
-                 block_size=256):
+                 **options):
         _check_scalar("learning rate", lr)
         _check_scalar("epsilon value", eps)
         _check_scalar("weight_decay value", weight_decay)
@@ -43,8 +45,7 @@ class SignSGD(FusedOptimizer):
                         use_bias_correction=bool(use_bias_correction), maximize=maximize, foreach=foreach,
                         capturable=capturable, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
-                         differentiable=differentiable, state_dtype=state_dtype, param_rounding=param_rounding,
-                         state_bits=state_bits, min_8bit_size=min_8bit_size, block_size=block_size)
+                         differentiable=differentiable, **options)
 
     def _active_slots(self, group):
         return (True, float(group["betas"][1]) != 0.0)

@@ -1,7 +1,4 @@
 // AVX2 + FMA + F16C kernels, chosen at run time when the CPU has them.
-#if defined(__x86_64__) && defined(__GNUC__)
 #define FO_ISA avx2
 #define FO_ISA_TARGET "avx2,fma,f16c"
 #define FO_ISA_AVX2 1  // q8_block.h: the target pragma does not define __AVX*__ in C++
-#include "kernels_impl.h"
-#endif

@@ -1,3 +1,2 @@
 // Baseline kernels: whatever the compiler's default target allows (SSE2 on x86-64).
 #define FO_ISA scalar
-#include "kernels_impl.h"
