@@ -512,7 +512,7 @@ def test_lamb_8bit_plumbing_min_size_opt_out_state_dict():
 def test_close_to_bitsandbytes_adamw8bit_cpu():
     """bnb's CPU path: dequantize -> torch AdamW (decay before the step, as ours) -> requantize to
     the nearest code, without the sign fix and with its own encoder (codes differ at near-ties). Ours
-    rounds stochastically and floors second moments (core/q8.h q8_round_state): unbiased, but noisier
+    rounds stochastically and floors second moments (core/q8.h q8_state_code): unbiased, but noisier
     over a few steps. Over 10 steps from the same start (measured): the params differ by 3.9e-5 and
     5.2e-5 (medians) against a median move of 2.9e-3, 5.3e-4 at most against 1.1e-2; against torch's
     fp32 AdamW the mean |error| of our dequantized states is 1.4x bnb's (a stochastic rounding error is
@@ -755,7 +755,7 @@ def test_training_equivalence_on_digits(name):
     """8-bit states (every param quantized) train within 2% of 32-bit: final loss l8 <= 1.02 * l32 (a lower
     8-bit loss passes). With nearest rounding this failed for Adamax (+3.5%), AdaBelief (+2.2%), ACProp
     (one seed diverged), Adan (+31%) and LAMB at lr 1e-2 (+60%); the stochastic rounding and the floor of
-    core/q8.h q8_round_state bring every rule within 2% (most within 1%, both ways)."""
+    core/q8.h q8_state_code bring every rule within 2% (most within 1%, both ways)."""
     make = DIGITS_RULES[name]
     l32, q32 = digits_loss(lambda ps: make(ps))
     l8, q8 = digits_loss(lambda ps: make(ps, state_bits=8, min_8bit_size=0))

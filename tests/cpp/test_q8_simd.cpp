@@ -109,7 +109,7 @@ void check_encode(int s, bool with_seg) {
 // The segment path really encodes: with a wrong packed table (every entry 0), only the vectors it
 // sends to the table fallback come out wrong, a few in 100 for typical states; without the segment
 // table, most are wrong (the table path reads the table).
-void check_segment_path_runs(int s) {
+[[maybe_unused]] void check_segment_path_runs(int s) {
   Q8Book bk = book(s);
   static int32_t zero_packed[kQ8BucketHalf];
   bk.hpacked = zero_packed;
