@@ -30,13 +30,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 # test oracles (never runtime dependencies of fusedopt): pytorch-optimizer, adabelief-pytorch,
-# bitsandbytes and torchao (8-bit states), transformers (Adafactor), scikit-learn (small real data),
+# bitsandbytes (8-bit states, AdEMAMix) and torchao, schedulefree (Schedule-Free AdamW), transformers
+# (Adafactor), scikit-learn (small real data),
 # matplotlib (the plots of examples/); the trainers of the integration tests: transformers' Trainer
 # (+ accelerate), lightning (+ jsonargparse for LightningCLI), timm (+ torchvision); build tools: ninja, cmake
-if ! "$PY" -c "import torch, pytest, ninja, cmake, numpy, pytorch_optimizer, adabelief_pytorch, bitsandbytes, torchao, transformers, sklearn, matplotlib, accelerate, lightning, jsonargparse, timm, torchvision" 2>/dev/null; then
+if ! "$PY" -c "import torch, pytest, ninja, cmake, numpy, pytorch_optimizer, adabelief_pytorch, bitsandbytes, torchao, schedulefree, transformers, sklearn, matplotlib, accelerate, lightning, jsonargparse, timm, torchvision" 2>/dev/null; then
   echo "== installing $TORCH_SPEC, build/test tools and test oracles into $VENV"
   "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q "$TORCH_SPEC" pytest ninja cmake numpy setuptools wheel pytorch-optimizer adabelief-pytorch bitsandbytes torchao transformers scikit-learn matplotlib accelerate lightning "jsonargparse[signatures]"
+  "$PY" -m pip install -q "$TORCH_SPEC" pytest ninja cmake numpy setuptools wheel pytorch-optimizer adabelief-pytorch bitsandbytes torchao schedulefree transformers scikit-learn matplotlib accelerate lightning "jsonargparse[signatures]"
   # timm imports torchvision, whose binary must match torch's version (torch 2.M.P <-> torchvision
   # 0.(M+15).P), so both go in without dependencies and torch is never replaced
   tv=$("$PY" -c "import torch; M, P = torch.__version__.split('+')[0].split('.')[1:3]; print(f'0.{int(M) + 15}.{P}')")

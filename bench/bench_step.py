@@ -72,6 +72,13 @@ class Peer:
     extra: dict = field(default_factory=dict)
     note: str = ""
     devices: tuple = ("cpu", "cuda")
+    call: str = ""  # a method to call once made (schedulefree's optimizers need train() before step())
+
+    def make(self, cls, ps, kw):
+        opt = cls(ps, **kw)
+        if self.call:
+            getattr(opt, self.call)()
+        return opt
 
     @property
     def is_torch(self) -> bool:
@@ -209,6 +216,13 @@ REGISTRY = [
          4, 4, "read p,g,m,v,n,g_prev; write p,m,v,n,g_prev", [po_peer("Adan")]),
     Rule("lion", "Lion", dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0), 1, 1, "read p,g,m; write p,m",
          [po_peer("Lion"), Peer("deepspeed.ops.lion", "DeepSpeedCPULion", devices=("cpu",))]),
+    Rule("ademamix", "AdEMAMix", dict(lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, eps=1e-8, weight_decay=1e-2),
+         3, 3, "read p,g,m1,m2,nu; write p,m1,m2,nu",
+         [Peer("bitsandbytes.optim", "AdEMAMix", extra=dict(optim_bits=32), note="32-bit states"),
+          po_peer("AdEMAMix", extra=dict(weight_decouple=True))]),
+    Rule("schedulefree_adamw", "AdamWScheduleFree", dict(lr=2.5e-3, betas=BETAS, eps=1e-8, weight_decay=0.0), 2, 2,
+         "read p,g,z,v; write p,z,v", [Peer("schedulefree", "AdamWScheduleFree", call="train",
+                                            note="its default foreach=True")]),
 ]
 RULE_BY_KEY = {r.key: r for r in REGISTRY}
 
@@ -295,7 +309,7 @@ def contenders(rule: Rule, device: torch.device) -> list:
                 out.append(Contender(nm, p.kind, None, ver))
                 continue
             note = "; ".join(x for x in (f"{p.package} {ver}", p.note, mapped) if x)
-            out.append(Contender(nm, p.kind, lambda ps, c=cls, k=kw: c(ps, **k), note))
+            out.append(Contender(nm, p.kind, lambda ps, c=cls, k=kw, p=p: p.make(c, ps, k), note))
     return out
 
 
@@ -561,7 +575,8 @@ def _raw_op_call(opt):
     states = [[opt.state[p][k] for p in params] if a else [] for k, a in zip(slots, on)]
     steps = [opt.state[p]["step"] for p in params]
     kernel = fused_op(opt._rule)
-    hyper, flags, lr = opt._hyper(group), opt._group_flags(group), float(group["lr"])
+    hyper = OP_RULES[opt._rule].pack_hyper(opt._hyper(group))
+    flags, lr = opt._group_flags(group), float(group["lr"])
 
     @torch.no_grad()  # as in step(): with grad mode on, the autograd fallback adds its own cost
     def call():

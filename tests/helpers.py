@@ -60,7 +60,8 @@ def assert_mostly_close(actual, expected, msg="", rtol=0.0, atol=0.0, max_frac=1
 def check_compiled_step(spec, device, backend, steps=5, opts=None):
     """torch.compile(fullgraph=True, backend=backend) of opt.step() on a small MLP equals eager steps bit for
     bit (the first step runs eager: it creates the state), and changing the tensor lr in place between steps
-    does not recompile (one frame)."""
+    does not recompile (one frame). A spec with compile_fullgraph=False (graph breaks by design) compiles
+    without fullgraph and is checked for equality only."""
     import copy
 
     import torch._dynamo.testing
@@ -75,7 +76,7 @@ def check_compiled_step(spec, device, backend, steps=5, opts=None):
     x, y = torch.randn(32, 8, device=device), torch.randn(32, 1, device=device)
     counter = torch._dynamo.testing.CompileCounterWithBackend(backend)
 
-    @torch.compile(fullgraph=True, backend=counter)
+    @torch.compile(fullgraph=spec.compile_fullgraph, backend=counter)
     def compiled_step():
         opt.step()
 
@@ -87,5 +88,6 @@ def check_compiled_step(spec, device, backend, steps=5, opts=None):
             step()
         for p, q in zip(model.parameters(), model2.parameters()):
             assert torch.equal(p, q), f"step {i}"
-    assert counter.frame_count == 1, "changing the tensor lr must not recompile"
+    if spec.compile_fullgraph:
+        assert counter.frame_count == 1, "changing the tensor lr must not recompile"
     assert all(opt.state[p]["step"].item() == steps for p in model.parameters())

@@ -282,8 +282,13 @@ def signsgd(p, g, st, t, *, lr, betas, eps, weight_decay, use_bias_correction=Fa
     p.sub_(lr * (m / bc1) / ((v / bc2).sqrt() + eps))
 
 
-def init_state(keys, p):
-    return {k: torch.zeros_like(p, dtype=torch.float64) for k in keys}
+_FROM_PARAM = {"z"}  # Schedule-Free's base sequence starts at the param (the authors' clone of y)
+
+
+def init_state(keys, p, state_dtype=None):
+    """Fresh states: zeros, or the param (rounded to the states' dtype: bf16 states store z rounded)."""
+    return {k: p.detach().to(state_dtype or p.dtype).double().clone() if k in _FROM_PARAM
+            else torch.zeros_like(p, dtype=torch.float64) for k in keys}
 
 
 assert math.isfinite(1.0)
@@ -465,3 +470,42 @@ def koala_m_update(params, grads, st, glob, L, S, *, hyper, r=None, alpha_r=0.9)
         h = max(h, gt2 / s)
     H = torch.tensor([[h, 0.0], [0.0, 0.0]], dtype=torch.float64)
     glob["P"] = P - P @ H @ P.T
+
+
+# ---- AdEMAMix (Pagliardini et al. 2024), Schedule-Free AdamW (Defazio et al. 2024): docs/algorithms.md §29, §30 ----
+
+def ademamix(p, g, st, t, *, lr, betas, alpha, eps, weight_decay, t_alpha=None, t_beta3=None, maximize=False):
+    """Algorithm 1 of the paper with decoupled weight decay, the schedulers as bitsandbytes writes them:
+    alpha_t = min(t alpha / T_alpha, alpha); beta3_t = min(exp(ln b1 ln b3 / ((1 - t/T) ln b3 + (t/T) ln b1)), b3)."""
+    b1, b2, b3 = betas
+    g = -g if maximize else g
+    a = min(t * alpha / t_alpha, alpha) if t_alpha else alpha
+    if t_beta3:
+        s = t / t_beta3
+        b3 = min(math.exp(math.log(b1) * math.log(b3) / ((1 - s) * math.log(b3) + s * math.log(b1))), b3)
+    p.mul_(1 - lr * weight_decay)
+    st["m1"].copy_(b1 * st["m1"] + (1 - b1) * g)
+    st["m2"].copy_(b3 * st["m2"] + (1 - b3) * g)
+    st["nu"].copy_(b2 * st["nu"] + (1 - b2) * g * g)
+    denom = st["nu"].sqrt() / math.sqrt(1 - b2 ** t) + eps
+    p.sub_(lr * (st["m1"] / (1 - b1 ** t) + a * st["m2"]) / denom)
+
+
+def schedulefree_adamw(p, g, st, t, *, lr, betas, eps, weight_decay, warmup_steps=0, r=0.0, weight_lr_power=2.0,
+                       maximize=False):
+    """The paper's Algorithm 1 (AdamW form) with a constant base lr: y = p, z, x = (y - (1 - b1) z) / b1.
+    Step t uses lr_t = lr min(t / warmup, 1) and c = w_t / sum_{i<=t} w_i with w_i = i^r max_{j<=i}(lr_j)^power."""
+    b1, b2 = betas
+    g = -g if maximize else g
+    lr_at = [lr * (i / warmup_steps if i <= warmup_steps else 1.0) for i in range(1, t + 1)]
+    w = [i ** r * max(lr_at[:i]) ** weight_lr_power for i in range(1, t + 1)]
+    c, lr_t = w[-1] / sum(w), lr_at[-1]
+    v = st["exp_avg_sq"]
+    v.copy_(b2 * v + (1 - b2) * g * g)
+    gn = g / ((v / (1 - b2 ** t)).sqrt() + eps) + weight_decay * p
+    z = st["z"]
+    x = (p - (1 - b1) * z) / b1  # the average the param's y interpolates
+    z_new = z - lr_t * gn
+    x_new = (1 - c) * x + c * z_new
+    p.copy_((1 - b1) * z_new + b1 * x_new)
+    z.copy_(z_new)

@@ -51,6 +51,9 @@ class RuleSpec:
     # float64 params against the float64 reference: cross-tensor rules read fp32 norms (fp64-accumulated
     # sums stored in fp32 buffers, core/reduce.h), so their trust ratios are good to ~1e-7 relative
     f64_tol: Optional[dict] = None
+    # False: step() reads host values (Schedule-Free's per-group schedule), so torch.compile(fullgraph=True) of
+    # it breaks the graph; test_compile.py compiles it with graph breaks and checks the results only
+    compile_fullgraph: bool = True
 
     def tol(self, tol: dict) -> dict:
         return dict(tol, atol=tol["atol"] * self.atol_scale)
@@ -372,6 +375,51 @@ SPECS += [
              oracle_state=lambda k, v: v / 1e-2,  # v = lr * buf (spec lr 1e-2, constant)
              atol_scale=4.0,  # momentum cancellation, as SGD
              f64_tol=dict(rtol=1e-6, atol=2e-8)),
+]
+
+# ---- AdEMAMix, Schedule-Free AdamW: their oracles' semantics (docs/algorithms.md §29, §30) ---------------------
+# (a machine without the oracle packages, e.g. the GPU machine without bitsandbytes, runs the rest)
+try:
+    import bitsandbytes as _bnb  # noqa: E402
+
+    class _AdEMAMixOracle(_bnb.optim.AdEMAMix):
+        """bitsandbytes' AdEMAMix, 32-bit states on the CPU, its stacked state1 = (m1, m2) and state2 = nu
+        shown under our keys."""
+
+        def step(self, closure=None):
+            loss = super().step(closure)
+            for st in self.state.values():
+                if "state1" in st:
+                    st["m1"], st["m2"], st["nu"] = st["state1"][0], st["state1"][1], st["state2"]
+            return loss
+except ImportError:
+    _AdEMAMixOracle = None
+try:
+    import schedulefree as _sf  # noqa: E402
+
+    class _ScheduleFreeOracle(_sf.AdamWScheduleFree):
+        """The authors' AdamWScheduleFree (for-loop path), put in train mode as its users must."""
+
+        def __init__(self, params, **kw):
+            super().__init__(params, foreach=False, **kw)
+            self.train()
+except ImportError:
+    _ScheduleFreeOracle = None
+
+
+SPECS += [
+    RuleSpec("ademamix", fusedopt.AdEMAMix, _AdEMAMixOracle, ref.ademamix,
+             [{}, {"weight_decay": 0.0}, {"t_alpha": 5, "t_beta3": 5}, {"maximize": True},
+              {"alpha": 2.0, "betas": (0.8, 0.99, 0.999), "eps": 1e-6, "t_beta3": 20}],
+             state_keys=lambda o: ["m1", "m2", "nu"],
+             defaults=dict(lr=1e-3, betas=(0.9, 0.999, 0.9999), alpha=5.0, eps=1e-8, weight_decay=1e-2),
+             oracle_kwargs=dict(optim_bits=32), oracle_opts=lambda o: None if o.get("maximize") else o),
+    RuleSpec("schedulefree_adamw", fusedopt.AdamWScheduleFree, _ScheduleFreeOracle, ref.schedulefree_adamw,
+             [{}, {"weight_decay": 0.1}, {"warmup_steps": 5}, {"maximize": True},
+              {"r": 1.0, "weight_lr_power": 1.0, "betas": (0.8, 0.99), "eps": 1e-6}],
+             state_keys=lambda o: ["z", "exp_avg_sq"],
+             defaults=dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0),
+             oracle_opts=lambda o: None if o.get("maximize") else o, compile_fullgraph=False),
 ]
 
 CASES = [(s, o) for s in SPECS for o in s.options]

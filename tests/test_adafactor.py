@@ -336,6 +336,49 @@ def test_grad_scale_unscales():
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("cls", [fusedopt.Adafactor, fusedopt.AdafactorTorch])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_grad_scale_unscales_in_the_kernel_bitwise(cls, dtype):
+    """The op divides the grads by grad_scale in place (GradScaler's contract: written back unscaled, in the
+    param dtype) and reads the stored values: bitwise the step on grads unscaled beforehand; on a skipped
+    step (found_inf) the grads stay scaled."""
+    shapes = [(7,), (4, 9), (3, 4, 5), (0,)]
+    ps = [p.to(dtype).requires_grad_() for p in _params(shapes)]
+    qs = [p.detach().clone().requires_grad_() for p in ps]
+    a, b = cls(ps), cls(qs)
+    for t in (1, 2):
+        for p, q, g in zip(ps, qs, _grads(shapes, t, dtype)):
+            p.grad = g * 1024
+            q.grad = g.clone()
+        a.grad_scale = torch.tensor(1024.0)
+        a.found_inf = torch.zeros(())
+        a.step()
+        b.step()
+        for p, q in zip(ps, qs):
+            assert torch.equal(p.grad, q.grad) and torch.equal(p, q)
+    scaled = [p.grad.mul_(4.0).clone() for p in ps]
+    a.found_inf = torch.ones(())
+    a.step()
+    assert all(torch.equal(p.grad, s) for p, s in zip(ps, scaled))
+
+
+def test_plan_is_built_and_validated_once(monkeypatch):
+    """Params are validated and the op's lists built when the set of params with grads changes, not every
+    step (base.PlanCache, shared with the fused optimizers)."""
+    ps = [p.requires_grad_() for p in _params([(7,), (4, 9), (2, 3)])]
+    opt = fusedopt.Adafactor(ps, beta1=0.9)
+    calls = []
+    real = opt._validate
+    monkeypatch.setattr(opt, "_validate", lambda *a: calls.append(a[2:]) or real(*a))
+    for t in range(1, 5):
+        for p, g in zip(ps, _grads([(7,), (4, 9), (2, 3)], t)):
+            p.grad = g
+        if t == 3:
+            ps[1].grad = None  # the set of params with grads changed: rebuilt once
+        opt.step()
+    assert calls == [(0, 0), (0, 1), (0, 2), (0, 0), (0, 2), (0, 0), (0, 1), (0, 2)]
+
+
 def test_state_dict_round_trip_with_transformers():
     shapes = [(7,), (4, 9), (3, 4, 5)]
     ps = [p.requires_grad_() for p in _params(shapes)]

@@ -304,11 +304,14 @@ def test_functional_bad_inputs_name_the_tensor(mutate, match):
 
 def test_op_refuses_missing_state_list_and_unknown_variant():
     ps, gs, ms, vs, steps = _functional_lists()
-    hyper = [0.9, 0.999, 1e-8, 0.0]
+    rule = fusedopt._ops.RULES["adam"]
+    hyper = rule.pack_hyper(rule.hyper_defaults)
+    amsgrad = rule.pack_flags(dict(decoupled_weight_decay=False), dict(amsgrad=True))
     with pytest.raises(RuntimeError, match="uses 3 state lists, got 2"):  # amsgrad flag without its list
-        torch.ops.fusedopt.adam_(ps, gs, ms, vs, [], steps, [], hyper=hyper, lr=1e-3, flags=1 << 16)
-    with pytest.raises(RuntimeError, match="variant 3"):
-        torch.ops.fusedopt.adam_(ps, gs, ms, vs, [], steps, [], hyper=hyper, lr=1e-3, flags=3 << 16)
+        torch.ops.fusedopt.adam_(ps, gs, ms, vs, [], steps, [], hyper=hyper, lr=1e-3, flags=amsgrad)
+    with pytest.raises(RuntimeError, match="variant 3"):  # the op checks what it is given, whatever Python packs
+        torch.ops.fusedopt.adam_(ps, gs, ms, vs, [], steps, [], hyper=hyper, lr=1e-3,
+                                 flags=3 << fusedopt._ops._VARIANT_SHIFT)
     with pytest.raises(RuntimeError, match="hyper must hold 4"):
         torch.ops.fusedopt.adam_(ps, gs, ms, vs, [], steps, [], hyper=hyper[:3], lr=1e-3)
     assert all(s.item() == 0 for s in steps)  # nothing ran
@@ -465,3 +468,80 @@ def test_every_cpu_isa_gives_the_same_bits(isa):
     assert outs[0][0] == isa or outs[0][0] == "scalar"
     for a, b in zip(outs[0][1], outs[1][1]):
         assert torch.equal(a, b)
+
+
+def test_functional_is_generated_from_every_rule_of_the_table():
+    """fusedopt.functional has one function per rule of csrc/core/rule_table.h: its state lists in the op's
+    order, then keyword-only arguments named and defaulted as the header declares them (kHyper, kLr, kFlags)."""
+    import inspect
+
+    from fusedopt._ops import RULES
+
+    P = inspect.Parameter
+    assert set(fusedopt.functional.__all__) == set(RULES) | {"apply"}
+    for name, rule in RULES.items():
+        sig = inspect.signature(getattr(fusedopt.functional, name)).parameters
+        lists = [n for n, p in sig.items() if p.kind is P.POSITIONAL_OR_KEYWORD]
+        assert lists[0] == "params" and lists[-1] == "state_steps", name
+        assert len(lists) == 2 + rule.reads_grad + len(rule.slots) + len(rule.scalars), (name, lists)
+        assert sig["lr"].default == rule.lr, name
+        for n in rule.hyper:
+            assert sig[n].kind is P.KEYWORD_ONLY and sig[n].default == rule.hyper_defaults[n], (name, n)
+        for n in rule.flags:
+            assert sig[n].kind is P.KEYWORD_ONLY and sig[n].default == rule.flag_defaults[n], (name, n)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_class_defaults_are_the_header_defaults(spec):
+    """What a default-constructed optimizer hands its kernel equals the defaults its rule's header declares
+    (the class signature and the header state them for different readers; this keeps them one fact)."""
+    from fusedopt._ops import RULES
+
+    opt = spec.ours([torch.zeros(2, requires_grad=True)])
+    rule = RULES[opt._rule]
+    named = opt._hyper(opt.param_groups[0])
+    assert list(named) == list(rule.hyper) or set(named) == set(rule.hyper)
+    for n, v in named.items():
+        if n != "ckp1":  # Schedule-Free's averaging weight is per step, not an argument
+            assert v == pytest.approx(rule.hyper_defaults[n]), (spec.name, n)
+
+
+def test_packing_names_the_rule_and_the_unknown_or_missing_names():
+    from fusedopt._ops import RULES
+
+    r = RULES["adam"]
+    with pytest.raises(ValueError, match=r"fusedopt.adam: hyperparameters missing \['eps'\]"):
+        r.pack_hyper(dict(beta1=0.9, beta2=0.999, weight_decay=0.0))
+    with pytest.raises(ValueError, match=r"fusedopt.adam: hyperparameters unknown \['lr'\]"):
+        r.pack_hyper(dict(r.hyper_defaults, lr=1e-3))
+    with pytest.raises(ValueError, match=r"fusedopt.adam: flags missing \['decoupled_weight_decay'\]"):
+        r.pack_flags({}, dict(amsgrad=True))
+    with pytest.raises(ValueError, match=r"fusedopt.adam: variant fields unknown \['ams'\]"):
+        r.pack_flags(dict(decoupled_weight_decay=False), dict(amsgrad=True, ams=1))
+    with pytest.raises(ValueError, match=r"fusedopt.radam: variant must be one of \('torch', 'official'\)"):
+        RULES["radam"].pack_flags(dict(decoupled_weight_decay=False, degenerated_to_sgd=False), dict(variant="x"))
+    # the packed bits reach the kernel where it reads them: adam with the decoupled flag and amsgrad is adamw's
+    outs = []
+    for op, flags in (("adam", r.pack_flags(dict(decoupled_weight_decay=True), dict(amsgrad=True))),
+                      ("adamw", RULES["adamw"].pack_flags({}, dict(amsgrad=True)))):
+        p, g = torch.linspace(-1, 1, 9), torch.linspace(0.5, -0.5, 9)
+        st = [[torch.zeros(9)] for _ in range(3)]
+        getattr(torch.ops.fusedopt, f"{op}_")([p], [g], *st, [torch.zeros(())], [], lr=0.1, flags=flags,
+                                            hyper=r.pack_hyper(dict(r.hyper_defaults, weight_decay=0.5)))
+        outs.append(p)
+    assert torch.equal(*outs) and not torch.equal(outs[0], torch.linspace(-1, 1, 9))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda F, L: F.adam(*L, amsgrad=True), "amsgrad=True needs one max_exp_avg_sq per param"),
+    (lambda F, L: F.padam(*L, amsgrad=True), "amsgrad=True needs one max_exp_avg_sq per param"),
+    (lambda F, L: F.sgd(L[0], L[1], [], L[5], momentum=0.9), "momentum=0.9 needs one momentum_buffer per param"),
+    (lambda F, L: F.rmsprop(L[0], L[1], L[2], [], [], L[5], centered=True), "centered=True needs one grad_avg"),
+    (lambda F, L: F.sgd(L[0], L[1], L[2], L[5], momentum=0.9, nesterov=True, dampening=0.5), "Nesterov"),
+    (lambda F, L: F.padam(*L, partial=2.0), "invalid partial"),
+])
+def test_functional_names_the_missing_list_or_bad_setting(call, match):
+    ps, gs, ms, vs, steps = _functional_lists()
+    with pytest.raises(ValueError, match=match):
+        call(fusedopt.functional, [ps, gs, ms, vs, [], steps])
+    assert all(s.item() == 0 for s in steps)

@@ -25,6 +25,7 @@ PAPERS = {
     "AdaPNM": "Xie et al. 2021", "Adan": "Xie et al. 2022", "Lion": "Chen et al. 2023",
     "LAMB": "You et al. 2020", "FusedLAMB": "You et al. 2020", "LARS": "You et al. 2017",
     "Adafactor": "Shazeer & Stern 2018", "AdafactorTorch": "Shazeer & Stern 2018",
+    "AdEMAMix": "Pagliardini et al. 2024", "AdamWScheduleFree": "Defazio et al. 2024",
     "KOALA": "Davtyan et al. 2022", "VanillaKOALA": "Davtyan et al. 2022", "MomentumKOALA": "Davtyan et al. 2022",
     "Lookahead": "Zhang et al. 2019", "IterateAveraging": "Granziol et al. 2020",
     "Adam8bit": "Dettmers et al. 2022", "AdamW8bit": "Dettmers et al. 2022", "Lion8bit": "Dettmers et al. 2022",

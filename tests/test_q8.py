@@ -322,6 +322,8 @@ def test_8bit_update_matches_requantized_fp32_rule(spec, opts):
                 for i, p in enumerate(ps) if ours.state[p]}
         ours.step()
         ref.step()
+        if t == 1 and "param" in fusedopt._ops.RULES[spec.ours._rule].inits.values():
+            continue  # a state that starts as the param (Schedule-Free's z) starts quantized in ours: from the resync on
         ctx = f"{spec.id(opts)} step {t}"
         for i, (p, q) in enumerate(zip(ps, qs)):
             assert_close(p, q, msg=f"{ctx} param {i}", rtol=0, atol=0)
@@ -397,7 +399,8 @@ def _lamb1_call(opt, ps, states, absmax, out):
     gsq = opt._global_sumsq(None)
     torch.ops.fusedopt.lamb1_(ps, [p.grad for p in ps], [s["exp_avg"] for s in states],
                               [s["exp_avg_sq"] for s in states], [s["step"] for s in states], [],
-                              hyper=opt._hyper(group), lr=group["lr"], flags=opt._group_flags(group),
+                              hyper=fusedopt._ops.RULES["lamb1"].pack_hyper(opt._hyper(group)), lr=group["lr"],
+                              flags=opt._group_flags(group),
                               state_absmax=absmax, block_size=256, tensor_out=out, global_in=gsq)
 
 

@@ -69,7 +69,7 @@ def _resynced_steps(spec, opts, ours, ps, keys):
         set_grads([ps], t)
         ref_ps = [p.detach().double().clone() for p in ps]
         if t == 1:
-            ref_states = [init_state(keys, p) for p in ref_ps]
+            ref_states = [init_state(keys, p, ours.param_groups[0]["state_dtype"]) for p in ps]
         else:
             ref_states = [_resync(ours.state[p], keys) for p in ps]
         _run_reference(spec, opts, ref_ps, ref_states, t, [p.grad.double() for p in ps])

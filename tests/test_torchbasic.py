@@ -139,11 +139,13 @@ def test_rmsprop_op_needs_exactly_the_variant_lists():
     """centered without momentum uses lists 0 and 2 (not a prefix): the op checks which lists are given."""
     p, g = [torch.randn(5)], [torch.randn(5)]
     sq, ga, steps = [torch.zeros(5)], [torch.zeros(5)], [torch.zeros(())]
-    hyper = [0.99, 1e-8, 0.0, 0.0]
+    rule = fusedopt._ops.RULES["rmsprop"]
+    hyper = rule.pack_hyper(dict(alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0))
+    flags = rule.pack_flags(variant=dict(momentum=False, centered=True))
     with pytest.raises(RuntimeError, match="momentum_buffers"):  # grad_avg passed in the momentum slot
-        torch.ops.fusedopt.rmsprop_(p, g, sq, ga, [], steps, [], hyper=hyper, lr=1e-2, flags=2 << 16)
+        torch.ops.fusedopt.rmsprop_(p, g, sq, ga, [], steps, [], hyper=hyper, lr=1e-2, flags=flags)
     assert steps[0].item() == 0
-    torch.ops.fusedopt.rmsprop_(p, g, sq, [], ga, steps, [], hyper=hyper, lr=1e-2, flags=2 << 16)
+    torch.ops.fusedopt.rmsprop_(p, g, sq, [], ga, steps, [], hyper=hyper, lr=1e-2, flags=flags)
     assert steps[0].item() == 1 and ga[0].abs().sum() > 0
 
 

@@ -531,7 +531,8 @@ def test_iterate_averaging_bad_arguments(kw, match):
 
 
 def test_op_schemas_agree_with_the_python_rule_table():
-    """_ops.RULES mirrors csrc/core/rule_table.h: state lists in order; no grads list for no-grad rules."""
+    """_ops.RULES (built from rule_specs()) agrees with the op schemas: state lists in order; no grads list
+    for no-grad rules."""
     from fusedopt._ops import NO_GRAD_RULES, RULES
 
     assert "lookahead" in RULES and "iterate_avg" in RULES

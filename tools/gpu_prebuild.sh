@@ -36,7 +36,7 @@ done
 # the pure-Python test oracles tests/specs.py imports (the GPU machines have no network to fetch them)
 mkdir -p .gpu/wheels
 "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --platform manylinux_2_28_x86_64 -d .gpu/wheels pytorch-optimizer adabelief-pytorch ||
+  --platform manylinux_2_28_x86_64 -d .gpu/wheels pytorch-optimizer adabelief-pytorch schedulefree ||
   echo "gpu_prebuild: could not fetch the oracle wheels (tests/test_cuda.py then needs them installed there)"
 bash tools/source_hash.sh > .gpu/SOURCE_HASH
 { git rev-parse --short HEAD; git diff --quiet HEAD || echo "(with uncommitted changes)"; } | tr '\n' ' ' > .gpu/COMMIT

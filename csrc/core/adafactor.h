@@ -16,6 +16,9 @@
 //   3. element pass: recompute u from the factors (or the stored V), clip, scale, momentum, decay,
 //      write p. Per-tensor scalars (alpha, clip divisor) come from the sums of passes 0 and 2.
 // Factored = ndim >= 2 (leading dims are batch: a [B, R, C] view); 0-d and 1-d use V.
+// AMP: with grad_scale set, every grad is first divided by *grad_scale in place (in the param dtype's
+// arithmetic, written back unscaled, as torch's fused optimizers do) and the passes read the stored
+// value; not on a skipped step (found_inf != 0), whose grads stay as they are.
 #pragma once
 #include <cmath>
 
@@ -56,6 +59,7 @@ struct AfArgs {
   double lr, eps1, eps2, clip, decay, beta1, wd;
   int flags;
   const float* found_inf;   // non-zero: skip the whole step (no state, param or step changes)
+  const float* grad_scale;  // non-null: unscale the grads first (CPU: host pointer; CUDA: device pointer)
   int nthreads;
 };
 

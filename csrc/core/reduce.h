@@ -94,12 +94,87 @@
 // Row/col sums of a row- or column-sharded matrix are likewise partial sums to all-reduce over the
 // sharded dimension's group (rows sharded: cols sums all-reduced, rows sums already complete).
 #pragma once
+#include <cmath>
+
 #include "config.h"
 
 namespace fusedopt {
 
-enum class RedOp : int8_t { SumSq = 0, SumAbs = 1, SumPow = 2, MaxAbs = 3, MinAbs = 4, CountNz = 5 };
-constexpr int kNumRedOps = 6;
+// The reduction ops, once for both backends: X(name), in RedOp order.
+#define FO_RED_OPS(X) X(SumSq) X(SumAbs) X(SumPow) X(MaxAbs) X(MinAbs) X(CountNz)
+
+enum class RedOp : int8_t {
+#define FO_RED_ENUM(name) name,
+  FO_RED_OPS(FO_RED_ENUM)
+#undef FO_RED_ENUM
+};
+constexpr int kNumRedOps = 0
+#define FO_RED_COUNT(name) +1
+    FO_RED_OPS(FO_RED_COUNT)
+#undef FO_RED_COUNT
+    ;
+
+// Per op: the identity, the element map f(x) (x in fp64; p the exponent of SumPow) and the combine of
+// two partial results. Both engines fold with these and nothing else.
+template <RedOp Op>
+struct RedTraits;
+template <>
+struct RedTraits<RedOp::SumSq> {
+  FO_HD static double init() { return 0.0; }
+  FO_HD static double map(double x, double) { return x * x; }
+  FO_HD static double combine(double a, double b) { return a + b; }
+};
+template <>
+struct RedTraits<RedOp::SumAbs> {
+  FO_HD static double init() { return 0.0; }
+  FO_HD static double map(double x, double) { return std::fabs(x); }
+  FO_HD static double combine(double a, double b) { return a + b; }
+};
+template <>
+struct RedTraits<RedOp::SumPow> {
+  FO_HD static double init() { return 0.0; }
+  FO_HD static double map(double x, double p) { return std::pow(std::fabs(x), p); }
+  FO_HD static double combine(double a, double b) { return a + b; }
+};
+template <>
+struct RedTraits<RedOp::MaxAbs> {
+  FO_HD static double init() { return 0.0; }
+  FO_HD static double map(double x, double) { return std::fabs(x); }
+  // NaN wins: once a is NaN it stays (b > NaN is false), and a NaN b is taken
+  FO_HD static double combine(double a, double b) { return (b > a || b != b) ? b : a; }
+};
+template <>
+struct RedTraits<RedOp::MinAbs> {
+  FO_HD static double init() { return __builtin_huge_val(); }  // +inf
+  FO_HD static double map(double x, double) { return std::fabs(x); }
+  FO_HD static double combine(double a, double b) { return (b < a || b != b) ? b : a; }
+};
+template <>
+struct RedTraits<RedOp::CountNz> {
+  FO_HD static double init() { return 0.0; }
+  FO_HD static double map(double x, double) { return x != 0.0 ? 1.0 : 0.0; }  // NaN counts, as torch
+  FO_HD static double combine(double a, double b) { return a + b; }
+};
+
+// The one switch over the ops: calls f.template operator()<Op>() for the op chosen at run time
+// (a template lambda: [&]<RedOp Op>() { ... }).
+template <class F>
+void with_red_op(RedOp op, const F& f) {
+  switch (op) {
+#define FO_RED_CASE(name) \
+  case RedOp::name: return f.template operator()<RedOp::name>();
+    FO_RED_OPS(FO_RED_CASE)
+#undef FO_RED_CASE
+  }
+}
+
+// p-norms from reduced values (torch.linalg.vector_norm): the root of SumSq / SumPow, the rest as is.
+template <RedOp Op>
+FO_HD double red_norm(double r, double p) {
+  if constexpr (Op == RedOp::SumSq) return std::sqrt(r);
+  else if constexpr (Op == RedOp::SumPow) return std::pow(r, 1.0 / p);
+  else return r;
+}
 
 // fp64 lanes of one CPU piece (see "Determinism").
 constexpr int kLanes = 32;  // 4 AVX-512 fp64 accumulators: enough independent adds to hide their latency
@@ -129,6 +204,16 @@ struct ReduceArgs {
   int nthreads;              // CPU: OpenMP threads (results do not depend on it)
   void* stream;              // CUDA: cudaStream_t
 };
+
+// An engine's multi-tensor reduce: f.template operator()<Op, kScaled>() for the call's op and whether it
+// unscales by *grad_scale ([&]<RedOp Op, bool kScaled>() { ... }).
+template <class F>
+void with_red_op_scaled(const ReduceArgs& a, const F& f) {
+  with_red_op(a.op, [&]<RedOp Op>() {
+    if (a.grad_scale) f.template operator()<Op, true>();
+    else f.template operator()<Op, false>();
+  });
+}
 
 // Pieces (chunks) of a tensor with n elements.
 constexpr int64_t num_chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }

@@ -12,7 +12,7 @@
 // void(const Launch&)) and its engine's `template <class Rule> void dispatch(const Launch&, const char*)`.
 #define FO_SHARD_FILL_NAME_(s) fill_shard_##s
 #define FO_SHARD_FILL_NAME(s) FO_SHARD_FILL_NAME_(s)
-#define FO_SHARD_FILL_ONE(op, Rule, ...) \
+#define FO_SHARD_FILL_ONE(op, Rule) \
   if constexpr (kRule_##op % FO_NUM_SHARDS == FO_SHARD) table[kRule_##op] = &shard_kernel<kRule_##op, rules::Rule>;
 #define FO_DEFINE_SHARD_FILL()                          \
   template <int R, class Rule>                          \

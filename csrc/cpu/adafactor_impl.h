@@ -119,12 +119,35 @@ void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gs
   }
 }
 
+// AMP: the grads of tensors [t0, t0 + n) divided by *grad_scale in place (core/adafactor.h), in kChunk
+// pieces over the threads; done per group, so the later passes read them from the cache.
+template <class T, class PP>
+void af_unscale(const AfArgs& a, int64_t t0, int64_t n) {
+  std::vector<AfItem> items;
+  int64_t total = 0;
+  for (int64_t t = t0; t < t0 + n; ++t) {
+    total += a.tensors[t].numel;
+    for (int64_t b = 0; b < a.tensors[t].numel; b += kChunk)
+      items.push_back({t, b, b + kChunk < a.tensors[t].numel ? b + kChunk : a.tensors[t].numel});
+  }
+  const T scale = T(*a.grad_scale);
+  const int64_t nitems = int64_t(items.size());
+  const int nthreads = total < 32768 ? 1 : (a.nthreads > 0 ? a.nthreads : 1);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
+  for (int64_t i = 0; i < nitems; ++i) {
+    const PP gp = make_plain<PP>(a.tensors[items[i].t].grad);
+    const int64_t b = items[i].begin, e = items[i].end;
+    for (int64_t j = b; j < e; ++j) gp.store(j, gp.load(j) / scale);
+  }
+}
+
 // Passes 0-3 over tensors [t0, t0 + n) of the call.
 template <bool kTorch, class T, class PP, class SP>
 void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   const AfTensor* tensors = a.tensors + t0;
   const bool torch_sem = kTorch;
   const T gsign = (a.flags & kAfMaximize) ? T(-1) : T(1);
+  if (a.grad_scale != nullptr) af_unscale<T, PP>(a, t0, n);
 
   // pass 0: sum p^2 per tensor (reduction engine), then steps and per-tensor scalars
   std::vector<double> psq(n);

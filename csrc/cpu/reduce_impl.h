@@ -18,47 +18,7 @@
 
 namespace fusedopt::cpu::FO_ISA {
 
-// ---- element transforms and lane combines --------------------------------------------------
-template <RedOp Op>
-struct RedTraits;
-template <>
-struct RedTraits<RedOp::SumSq> {
-  static constexpr double kInit = 0.0;
-  static double map(double x, double) { return x * x; }
-  static double combine(double a, double b) { return a + b; }
-};
-template <>
-struct RedTraits<RedOp::SumAbs> {
-  static constexpr double kInit = 0.0;
-  static double map(double x, double) { return std::fabs(x); }
-  static double combine(double a, double b) { return a + b; }
-};
-template <>
-struct RedTraits<RedOp::SumPow> {
-  static constexpr double kInit = 0.0;
-  static double map(double x, double p) { return std::pow(std::fabs(x), p); }
-  static double combine(double a, double b) { return a + b; }
-};
-template <>
-struct RedTraits<RedOp::MaxAbs> {
-  static constexpr double kInit = 0.0;
-  static double map(double x, double) { return std::fabs(x); }
-  // NaN wins: once a is NaN it stays (b > NaN is false), and a NaN b is taken
-  static double combine(double a, double b) { return (b > a || b != b) ? b : a; }
-};
-template <>
-struct RedTraits<RedOp::MinAbs> {
-  static constexpr double kInit = std::numeric_limits<double>::infinity();
-  static double map(double x, double) { return std::fabs(x); }
-  static double combine(double a, double b) { return (b < a || b != b) ? b : a; }
-};
-template <>
-struct RedTraits<RedOp::CountNz> {
-  static constexpr double kInit = 0.0;
-  static double map(double x, double) { return x != 0.0 ? 1.0 : 0.0; }
-  static double combine(double a, double b) { return a + b; }
-};
-
+// ---- lane folds (the per-op traits are core/reduce.h's RedTraits) ------------------------------
 // Fold kLanes lanes by a fixed pairwise tree.
 template <class Tr>
 inline double fold_lanes(double* acc) {
@@ -71,7 +31,7 @@ inline double fold_lanes(double* acc) {
 template <class Tr, class Load>
 inline double reduce_range(const Load& ld, int64_t b, int64_t e, double p) {
   double acc[kLanes];
-  for (int j = 0; j < kLanes; ++j) acc[j] = Tr::kInit;
+  for (int j = 0; j < kLanes; ++j) acc[j] = Tr::init();
   int64_t i = b;
   for (; i + kLanes <= e; i += kLanes) {
     double v[kLanes];
@@ -126,49 +86,28 @@ void reduce_typed(const ReduceArgs& a) {
     part[i] = reduce_range<Tr>(ld, items[i].b, items[i].e, a.p);
   }
   // stage 2: fixed-order folds
-  double tot = Tr::kInit;
+  double tot = Tr::init();
   double nz_norms = 0.0;  // p = 0 norm of the per-tensor norms: tensors with a non-zero count
   int64_t k = 0;
   for (int64_t t = 0; t < n; ++t) {
-    double r = Tr::kInit;
+    double r = Tr::init();
     for (int64_t c = num_chunks(a.numel[t]); c > 0; --c) r = Tr::combine(r, part[k++]);
     tot = Tr::combine(tot, r);
     nz_norms += r != 0.0 ? 1.0 : 0.0;
-    double out = r;
-    if (a.norm) {
-      if constexpr (Op == RedOp::SumSq) out = std::sqrt(r);
-      if constexpr (Op == RedOp::SumPow) out = std::pow(r, 1.0 / a.p);
-    }
+    const double out = a.norm ? red_norm<Op>(r, a.p) : r;
     if (a.per_tensor) a.per_tensor[t] = float(out);
     if (a.per_tensor64) a.per_tensor64[t] = out;
   }
-  if (a.norm) {
-    if constexpr (Op == RedOp::SumSq) tot = std::sqrt(tot);
-    if constexpr (Op == RedOp::SumPow) tot = std::pow(tot, 1.0 / a.p);
-    if constexpr (Op == RedOp::CountNz) tot = nz_norms;
-  }
+  if (a.norm) tot = Op == RedOp::CountNz ? nz_norms : red_norm<Op>(tot, a.p);
   if (a.total) *a.total = float(tot);
   if (a.total64) *a.total64 = tot;
   std::free(part);
   std::free(items);
 }
 
-template <class S, RedOp Op>
-void reduce_scaled(const ReduceArgs& a) {
-  if (a.grad_scale) return reduce_typed<S, Op, true>(a);
-  return reduce_typed<S, Op, false>(a);
-}
-
 template <class S>
 void reduce_op(const ReduceArgs& a) {
-  switch (a.op) {
-    case RedOp::SumSq: return reduce_scaled<S, RedOp::SumSq>(a);
-    case RedOp::SumAbs: return reduce_scaled<S, RedOp::SumAbs>(a);
-    case RedOp::SumPow: return reduce_scaled<S, RedOp::SumPow>(a);
-    case RedOp::MaxAbs: return reduce_scaled<S, RedOp::MaxAbs>(a);
-    case RedOp::MinAbs: return reduce_scaled<S, RedOp::MinAbs>(a);
-    case RedOp::CountNz: return reduce_scaled<S, RedOp::CountNz>(a);
-  }
+  with_red_op_scaled(a, [&]<RedOp Op, bool kScaled>() { reduce_typed<S, Op, kScaled>(a); });
 }
 
 inline void reduce_dispatch(const ReduceArgs& a) {
@@ -181,10 +120,6 @@ inline void reduce_dispatch(const ReduceArgs& a) {
   }
 }
 
-struct PlainSum {
-  static constexpr double kInit = 0.0;
-  static double combine(double x, double y) { return x + y; }
-};
 
 // ---- row / col sums ----------------------------------------------------------------------------
 // Pieces: (matrix b, block of row_block(C) rows). A piece writes the row sums of its rows (each row
@@ -233,7 +168,7 @@ void rowcol_typed(const RowColArgs& a) {
         acc[j] += v;
         colp[c] += v;
       }
-      a.row_out[b * R + r] = float(fold_lanes<PlainSum>(acc) * inv_c);
+      a.row_out[b * R + r] = float(fold_lanes<RedTraits<RedOp::SumSq>>(acc) * inv_c);
     }
   }
   const int64_t ncols = B * C;

@@ -3,7 +3,8 @@
 // host-to-device copy (metadata travels by value as kernel arguments). torch-free.
 //
 // Stream order of one call (every kernel reads *found_inf first and returns when it is non-zero, so
-// a skipped step changes no param, state, step or RMS; the reductions only fill the workspace):
+// a skipped step changes no param, state, step, RMS or grad; the reductions only fill the workspace):
+//  -1. with grad_scale: unscale_kernel divides every grad by *grad_scale in place (read on the device);
 //   0. reduction engine (reduce.cu): sum p^2 per tensor, fp64, into `psq`;
 //   1. scalar_kernel: per tensor, bump the step, write RMS(p), build the AfElemCtx (af_scalars /
 //      af_elem_ctx: the CPU's expressions);
@@ -244,6 +245,28 @@ __global__ void __launch_bounds__(kAfPieces.bound)
   }
 }
 
+// ---- AMP: grads divided by *grad_scale in place, before any pass reads them (core/adafactor.h) ---------
+template <class PP>
+__global__ void __launch_bounds__(kAfPieces.bound)
+    unscale_kernel(const __grid_constant__ AfPieceMeta m, const float* found_inf, const float* grad_scale) {
+  if (skipped(found_inf)) return;
+  const AfPieceSlot& s = m.s[m.block_slot[blockIdx.x]];
+  const int64_t piece = m.block_piece[blockIdx.x];
+  int64_t begin, len;
+  if (s.factored) {  // the piece's rows, contiguous
+    const int64_t rb = row_block(s.cols), b = piece / s.per_mat, r0 = (piece % s.per_mat) * rb;
+    const int64_t r1 = r0 + rb < s.rows ? r0 + rb : s.rows;
+    begin = (b * s.rows + r0) * s.cols;
+    len = (r1 - r0) * s.cols;
+  } else {
+    begin = piece * kChunk;
+    len = s.numel - begin < kChunk ? s.numel - begin : kChunk;
+  }
+  const PP gp = make_plain<PP>(const_cast<void*>(s.g));
+  const float scale = *grad_scale;
+  for (int64_t li = threadIdx.x; li < len; li += kAfThreads) gp.store(begin + li, gp.load(begin + li) / scale);
+}
+
 // ---- the clip divisor: each tensor's pieces folded in order -------------------------------------------
 template <bool kTorch>
 __global__ void __launch_bounds__(kAfTensors.bound)
@@ -338,6 +361,14 @@ void af_cuda(const AfArgs& a, double* ws, cudaStream_t stream) {
   auto* ctx = reinterpret_cast<DevCtx*>(ws + L.ctx);
   double* part = ws + L.part;
   float* floats = reinterpret_cast<float*>(ws + L.floats);
+
+  // AMP: unscale the grads first
+  if (a.grad_scale != nullptr) {
+    for_each_piece_launch(a, L, floats, [&](const AfPieceMeta& m, int nblocks) {
+      unscale_kernel<PP><<<nblocks, kAfPieces.threads, 0, stream>>>(m, a.found_inf, a.grad_scale);
+      check_launch("adafactor_", "unscale launch");
+    });
+  }
 
   // 0. sum p^2 per tensor
   AfParamSumSq p0(a, 0, n, psq);

@@ -37,45 +37,6 @@ struct RedParams {
 };
 static_assert(sizeof(RedParams) <= kRedParamBytes, "partial_kernel's arguments outgrew launch_plan.h's budget");
 
-template <RedOp Op>
-struct DevTraits;
-template <>
-struct DevTraits<RedOp::SumSq> {
-  static __device__ double init() { return 0.0; }
-  static __device__ double map(double x, double) { return x * x; }
-  static __device__ double combine(double a, double b) { return a + b; }
-};
-template <>
-struct DevTraits<RedOp::SumAbs> {
-  static __device__ double init() { return 0.0; }
-  static __device__ double map(double x, double) { return fabs(x); }
-  static __device__ double combine(double a, double b) { return a + b; }
-};
-template <>
-struct DevTraits<RedOp::SumPow> {
-  static __device__ double init() { return 0.0; }
-  static __device__ double map(double x, double p) { return pow(fabs(x), p); }
-  static __device__ double combine(double a, double b) { return a + b; }
-};
-template <>
-struct DevTraits<RedOp::MaxAbs> {
-  static __device__ double init() { return 0.0; }
-  static __device__ double map(double x, double) { return fabs(x); }
-  static __device__ double combine(double a, double b) { return (b > a || b != b) ? b : a; }
-};
-template <>
-struct DevTraits<RedOp::MinAbs> {
-  static __device__ double init() { return __longlong_as_double(0x7ff0000000000000LL); }  // +inf
-  static __device__ double map(double x, double) { return fabs(x); }
-  static __device__ double combine(double a, double b) { return (b < a || b != b) ? b : a; }
-};
-template <>
-struct DevTraits<RedOp::CountNz> {
-  static __device__ double init() { return 0.0; }
-  static __device__ double map(double x, double) { return x != 0.0 ? 1.0 : 0.0; }
-  static __device__ double combine(double a, double b) { return a + b; }
-};
-
 // Fixed-shape block fold of one value per thread (kRedThreads, a power of two).
 template <class Tr>
 __device__ double block_fold(double v, double* sh) {
@@ -92,7 +53,7 @@ __device__ double block_fold(double v, double* sh) {
 template <class S, RedOp Op, bool kScaled>
 __global__ void __launch_bounds__(kRedPieces.bound)
     partial_kernel(const __grid_constant__ RedMeta m, const RedParams prm) {
-  using Tr = DevTraits<Op>;
+  using Tr = RedTraits<Op>;
   __shared__ double sh[kRedThreads];
   const int b = int(blockIdx.x);
   const int t = m.block_tensor[b];
@@ -127,15 +88,12 @@ static_assert(sizeof(CombineArgs) + sizeof(void*) + sizeof(OutParams) <= kArgByt
 
 template <RedOp Op>
 __device__ double finish(double r, const OutParams& o) {
-  if (!o.norm) return r;
-  if constexpr (Op == RedOp::SumSq) return sqrt(r);
-  if constexpr (Op == RedOp::SumPow) return pow(r, 1.0 / o.p);
-  return r;
+  return o.norm ? red_norm<Op>(r, o.p) : r;
 }
 
 template <RedOp Op>
 __global__ void __launch_bounds__(kCombine.bound) combine_kernel(const __grid_constant__ CombineArgs a, const double* ws, const OutParams o) {
-  using Tr = DevTraits<Op>;
+  using Tr = RedTraits<Op>;
   const int i = int(blockIdx.x) * int(blockDim.x) + int(threadIdx.x);
   if (i >= a.n) return;
   double r = Tr::init();
@@ -149,7 +107,7 @@ __global__ void __launch_bounds__(kCombine.bound) combine_kernel(const __grid_co
 
 template <RedOp Op>
 __global__ void total_kernel(const OutParams o) {
-  using Tr = DevTraits<Op>;
+  using Tr = RedTraits<Op>;
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
   double tot = Tr::init(), nz = 0.0;
   for (int64_t t = 0; t < o.ntensors; ++t) {
@@ -233,22 +191,9 @@ void reduce_typed(const ReduceArgs& a) {
   check_launch("reduce", "total kernel launch");
 }
 
-template <class S, RedOp Op>
-void reduce_scaled(const ReduceArgs& a) {
-  if (a.grad_scale) return reduce_typed<S, Op, true>(a);
-  return reduce_typed<S, Op, false>(a);
-}
-
 template <class S>
 void reduce_op(const ReduceArgs& a) {
-  switch (a.op) {
-    case RedOp::SumSq: return reduce_scaled<S, RedOp::SumSq>(a);
-    case RedOp::SumAbs: return reduce_scaled<S, RedOp::SumAbs>(a);
-    case RedOp::SumPow: return reduce_scaled<S, RedOp::SumPow>(a);
-    case RedOp::MaxAbs: return reduce_scaled<S, RedOp::MaxAbs>(a);
-    case RedOp::MinAbs: return reduce_scaled<S, RedOp::MinAbs>(a);
-    case RedOp::CountNz: return reduce_scaled<S, RedOp::CountNz>(a);
-  }
+  with_red_op_scaled(a, [&]<RedOp Op, bool kScaled>() { reduce_typed<S, Op, kScaled>(a); });
 }
 
 // ---- row / col sums ----------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 // torch glue of Adafactor's fused step (core/adafactor.h):
 //   fusedopt::adafactor_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] row_or_var,
 //       Tensor(d!)[] col, Tensor(e!)[] exp_avg, Tensor(f!)[] steps, Tensor(g!)[] rms, *,
-//       float[] hyper, int flags, Tensor? found_inf=None, int threads=0) -> ()
+//       float[] hyper, int flags, Tensor? found_inf=None, int threads=0, Tensor? grad_scale=None) -> ()
 // hyper = [lr, eps1, eps2, clip_threshold, decay_rate, beta1, weight_decay]; flags: kAf* bits.
 // Per tensor i: factored iff params[i].dim() >= 2, then row_or_var[i] is R (shape[:-1]) and col[i]
 // is C (shape[:-2] + shape[-1:]); else row_or_var[i] is V (param-shaped) and col[i] is ignored
 // (pass any tensor, e.g. an empty one). exp_avg is empty unless kAfBeta1. steps and rms are
-// float32 scalars (steps bumped, rms written: RMS(p) before the update).
+// float32 scalars (steps bumped, rms written: RMS(p) before the update). grad_scale (AMP): grads are
+// divided by it in place first (written back unscaled; not on a skipped step).
 // One device and one param dtype per call; states float32 (float64 for float64 params).
 // CPU: float32, float64, float16, bfloat16 params. CUDA: float32, float16, bfloat16 params, all
 // passes on the device (found_inf read there, no host sync; see csrc/cuda/adafactor.cu).
@@ -55,7 +56,8 @@ void check_state(const char* list, size_t i, const at::Tensor& s, const at::Tens
 
 void adafactor_(at::TensorList params, at::TensorList grads, at::TensorList row_or_var, at::TensorList col,
                 at::TensorList exp_avg, at::TensorList steps, at::TensorList rms, at::ArrayRef<double> hyper,
-                int64_t flags, const std::optional<at::Tensor>& found_inf, int64_t threads) {
+                int64_t flags, const std::optional<at::Tensor>& found_inf, int64_t threads,
+                const std::optional<at::Tensor>& grad_scale) {
   const size_t n = params.size();
   if (n == 0) return;
   const bool beta1 = (flags & kAfBeta1) && !(flags & kAfTorch);
@@ -137,22 +139,21 @@ void adafactor_(at::TensorList params, at::TensorList grads, at::TensorList row_
   a.wd = hyper[6];
   a.flags = int(flags);
   a.nthreads = threads > 0 ? int(threads) : at::get_num_threads();
-  if (found_inf.has_value()) {
-    TORCH_CHECK(found_inf->numel() == 1 && found_inf->scalar_type() == at::kFloat,
-                "fusedopt.adafactor_: found_inf must be a one-element float32 tensor");
+  for (const auto* x : {&found_inf, &grad_scale}) {
+    TORCH_CHECK(!x->has_value() || ((*x)->numel() == 1 && (*x)->scalar_type() == at::kFloat &&
+                                    (*x)->device() == p0.device()),
+                "fusedopt.adafactor_: ", x == &found_inf ? "found_inf" : "grad_scale",
+                " must be a one-element float32 tensor on the params' device (", p0.device(), ")");
   }
+  a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
+  a.grad_scale = grad_scale.has_value() ? grad_scale->data_ptr<float>() : nullptr;
   if (p0.is_cpu()) {
-    TORCH_CHECK(!found_inf.has_value() || found_inf->is_cpu(), "fusedopt.adafactor_: found_inf must be on the CPU");
-    a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
     cpu::adafactor_kernel(cpu::active_isa())(a);
   } else if (p0.is_cuda()) {
 #ifdef FUSEDOPT_WITH_CUDA
     TORCH_CHECK(dt != Dt::F64, "fusedopt.adafactor_: params[0] is float64 on ", p0.device(),
                 "; the CUDA kernels take float32, float16 and bfloat16 params (float64 runs on the CPU)");
-    TORCH_CHECK(!found_inf.has_value() || found_inf->device() == p0.device(), "fusedopt.adafactor_: found_inf is on ",
-                found_inf.has_value() ? found_inf->device() : p0.device(), " but the params are on ", p0.device());
     c10::cuda::CUDAGuard guard(p0.device());
-    a.found_inf = found_inf.has_value() ? found_inf->data_ptr<float>() : nullptr;
     at::Tensor ws = at::empty({cuda::adafactor_workspace(a)}, p0.options().dtype(at::kDouble));
     cuda::adafactor(a, ws.mutable_data_ptr<double>(), c10::cuda::getCurrentCUDAStream(p0.device().index()).stream());
 #else
@@ -170,7 +171,7 @@ TORCH_LIBRARY_FRAGMENT(fusedopt, m) {
   m.def(
       "adafactor_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] row_or_var, Tensor(d!)[] col, "
       "Tensor(e!)[] exp_avg, Tensor(f!)[] steps, Tensor(g!)[] rms, *, float[] hyper, int flags, "
-      "Tensor? found_inf=None, int threads=0) -> ()");
+      "Tensor? found_inf=None, int threads=0, Tensor? grad_scale=None) -> ()");
 }
 TORCH_LIBRARY_IMPL(fusedopt, CPU, m) { m.impl("adafactor_", &fusedopt::adafactor_); }
 #ifdef FUSEDOPT_WITH_CUDA

@@ -20,8 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "../core/aux.h"
 #include "../core/rule_table.h"
 #include "../core/traits.h"
+#include "rule_specs.h"
 #include "../cpu/api.h"
 #ifdef FUSEDOPT_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -35,64 +37,37 @@ namespace {
 
 struct RuleInfo {
   const char* op;
-  const char* states;
+  const char* states;                  // the rule's kStates (core/rule_facts.h)
   int num_hyper;
   int num_variants;
   int (*num_states)(int variant);
-  unsigned (*slot_mask)(int variant);  // which named state lists a variant uses (bit k = list k)
+  unsigned (*slot_mask)(int variant);  // which named state lists a variant uses (core/rule_facts.h)
   bool reads_grad;                     // false: no grads list (core/traits.h)
   int global_in, red_in, red_out;      // reduced values the rule reads / produces (core/reduce.h)
 };
 
-// A rule whose variants use a subset of its named state lists that is not a prefix (RMSprop:
-// square_avg + grad_avg without momentum_buffer) declares `static constexpr unsigned
-// slot_mask(int variant)`; the glue then packs the used lists, in order, into the engine's
-// state slots 0..num_states-1. Without it a variant uses the first num_states lists.
-template <class R>
-constexpr auto slot_mask_of(int v, int) -> decltype(R::slot_mask(v)) {
-  return R::slot_mask(v);
-}
-template <class R>
-constexpr unsigned slot_mask_of(int v, long) {
-  return (1u << R::num_states(v)) - 1u;
-}
+// The facts of every rule are checked against its code at compile time (core/rule_facts.h).
+#define FO_RULE_CHECK(op, Rule)                                                                           \
+  static_assert(facts::consistent<rules::Rule>(), #op ": a variant uses more states than kStates names");   \
+  static_assert((facts::count_states(rules::Rule::kStates, true) == 1) == HasAux<rules::Rule>,              \
+                #op ": a '@' scalar state in kStates and kHasAux go together (core/aux.h)");
+FO_ELEMENTWISE_RULES(FO_RULE_CHECK)
+#undef FO_RULE_CHECK
 
 const RuleInfo kRules[] = {
-#define FO_RULE_INFO(op, Rule, states)                                                        \
-  {#op, states, rules::Rule::kNumHyper, rules::Rule::kNumVariants,                           \
-   [](int v) { return rules::Rule::num_states(v); },                                          \
-   [](int v) -> unsigned { return slot_mask_of<rules::Rule>(v, 0); }, reads_grad<rules::Rule>(), \
+#define FO_RULE_INFO(op, Rule)                                                                      \
+  {#op, rules::Rule::kStates, facts::num_hyper<rules::Rule>(), rules::Rule::kNumVariants,          \
+   [](int v) { return rules::Rule::num_states(v); },                                                \
+   [](int v) -> unsigned { return facts::slot_mask<rules::Rule>(v); }, reads_grad<rules::Rule>(),   \
    global_in_count<rules::Rule>(), red_in_count<rules::Rule>(), red_out_count<rules::Rule>()},
     FO_ELEMENTWISE_RULES(FO_RULE_INFO)
 #undef FO_RULE_INFO
 };
 static_assert(sizeof(kRules) / sizeof(kRules[0]) == kNumRules, "one RuleInfo per rule, in table order");
 
-// Names of the rule table's state string, in order; the '+' mark (non-negative state: unsigned
-// 8-bit map) is stripped unless keep_marks.
-std::vector<std::string> split_names(const char* s, bool keep_marks = false) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (const char* c = s;; ++c) {
-    if (*c == ',' || *c == 0) {
-      size_t b = cur.find_first_not_of(' '), e = cur.find_last_not_of(' ');
-      if (b != std::string::npos) {
-        std::string n = cur.substr(b, e - b + 1);
-        if (!keep_marks && n[0] == '+') n = n.substr(1);
-        out.push_back(n);
-      }
-      cur.clear();
-      if (*c == 0) break;
-    } else {
-      cur += *c;
-    }
-  }
-  return out;
-}
-
 // What the glue needs of a rule's state string, parsed once (not per call).
 struct Parsed {
-  std::vector<std::string> names;  // element-state and '@' names in table order, '+' stripped
+  std::vector<std::string> names;  // element-state and '@' names in table order, marks and initial values stripped
   int num_element = 0, num_scalar = 0;
   unsigned unsigned_lists = 0;     // bit k: element-state list k is non-negative (unsigned 8-bit map)
 };
@@ -102,17 +77,15 @@ const Parsed& parsed(const RuleInfo& r) {
     std::vector<Parsed> t;
     for (const RuleInfo& ri : kRules) {
       Parsed p;
-      p.names = split_names(ri.states);
-      int k = 0;
-      for (const auto& n : split_names(ri.states, true)) {
-        if (n[0] == '@') {
+      for (const StateDecl& d : parse_states(ri.states)) {
+        p.names.push_back(d.name);
+        if (d.scalar) {
           ++p.num_scalar;
           continue;
         }
-        if (n[0] == '+') p.unsigned_lists |= 1u << k;
-        ++k;
+        if (!d.is_signed) p.unsigned_lists |= 1u << p.num_element;
+        ++p.num_element;
       }
-      p.num_element = k;
       t.push_back(std::move(p));
     }
     return t;
@@ -126,11 +99,8 @@ std::string schema_of(const RuleInfo& r) {
   s << r.op << "_(Tensor(a!)[] params";
   if (r.reads_grad) s << ", Tensor(b!)[] grads";
   int k = 0;
-  // element states first, then per-tensor scalar states (names marked '@' in the rule table)
-  for (const auto& n : split_names(r.states))
-    if (n[0] != '@') s << ", Tensor(" << alias[k++] << "!)[] " << n << "s";
-  for (const auto& n : split_names(r.states))
-    if (n[0] == '@') s << ", Tensor(" << alias[k++] << "!)[] " << n.substr(1) << "s";
+  // element states first, then per-tensor scalar states (kStates lists them in that order)
+  for (const auto& n : parsed(r).names) s << ", Tensor(" << alias[k++] << "!)[] " << n << "s";
   s << ", Tensor(" << alias[k] << "!)[] state_steps, Tensor(" << alias[k + 1] << "!)[] param_comps"
     << ", *, float[] hyper, float lr, Tensor? lr_tensor=None, Tensor? grad_scale=None,"
     << " Tensor? found_inf=None, int flags=0, Tensor(" << alias[k + 2]

@@ -1,15 +1,19 @@
-"""Loads the extension (which registers torch.ops.fusedopt.*) and the fake kernels.
+"""Loads the extension (which registers torch.ops.fusedopt.*), the rule table and the fake kernels.
 
 Every per-element rule is one mutable list op with the same layout:
 
     torch.ops.fusedopt.<rule>_(params, grads, <state lists...>, state_steps, param_comps, *,
                                hyper, lr, lr_tensor=None, grad_scale=None, found_inf=None, flags=0)
 
-`RULES` below mirrors csrc/core/rule_table.h (a test checks they agree).
+`RULES` is built from the extension's export, torch.ops.fusedopt.rule_specs(): what each rule's
+header (csrc/core/rules/*.h, csrc/core/rule_facts.h) states about its states, hyperparameters, flags
+and variant fields. Nothing here repeats a fact of a rule; `Rule.pack_hyper` / `Rule.pack_flags` turn
+named values into the op's `hyper` list and `flags` bits.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import json
+from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 
@@ -23,49 +27,122 @@ except ImportError as e:  # pragma: no cover - a broken install must say so loud
     ) from e
 
 
-class RuleSpec(NamedTuple):
-    op: str
-    slots: tuple  # element-wise state keys, in the op's state-list order
-    scalars: tuple = ()  # per-tensor scalar state keys (lists after the element states): (key, initial value)
+class Field(NamedTuple):
+    """One bit field of a rule's variant index (core/rule_facts.h FieldDecl)."""
+    name: str
+    bits: int
+    shift: int  # within the variant index
+    values: tuple  # names of its values ("torch", "official"), or () for a bool / number
+    default: int
+
+    def code(self, rule: str, v) -> int:
+        if self.values:
+            if isinstance(v, str):
+                if v not in self.values:
+                    raise ValueError(f"fusedopt.{rule}: {self.name} must be one of {self.values}, got {v!r}")
+                return self.values.index(v)
+        k = int(v)
+        if not 0 <= k < (1 << self.bits) or (self.values and k >= len(self.values)):
+            raise ValueError(f"fusedopt.{rule}: {self.name}={v!r} is out of range")
+        return k
 
 
-RULES = {
-    "adam": RuleSpec("adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "adamw": RuleSpec("adamw", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "adamax": RuleSpec("adamax", ("exp_avg", "exp_inf")),
-    "radam": RuleSpec("radam", ("exp_avg", "exp_avg_sq")),
-    "nadam": RuleSpec("nadam", ("exp_avg", "exp_avg_sq"), (("mu_product", 1.0),)),
-    "sgd": RuleSpec("sgd", ("momentum_buffer",)),
-    "rmsprop": RuleSpec("rmsprop", ("square_avg", "momentum_buffer", "grad_avg")),
-    "adagrad": RuleSpec("adagrad", ("sum",)),
-    "adadelta": RuleSpec("adadelta", ("square_avg", "acc_delta")),
-    "adabelief": RuleSpec("adabelief", ("exp_avg", "exp_avg_var", "max_exp_avg_var")),
-    "acprop": RuleSpec("acprop", ("exp_avg", "exp_avg_var", "max_exp_avg_var")),
-    "diffgrad": RuleSpec("diffgrad", ("exp_avg", "exp_avg_sq", "previous_grad")),
-    "padam": RuleSpec("padam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "signsgd": RuleSpec("signsgd", ("exp_avg", "exp_avg_sq")),
-    "pnm": RuleSpec("pnm", ("pos_momentum", "neg_momentum")),
-    "adapnm": RuleSpec("adapnm", ("exp_avg", "neg_exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
-    "adan": RuleSpec("adan", ("exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad")),
-    "lion": RuleSpec("lion", ("exp_avg",)),
-    # wrappers' rules: read no grads (the op has no grads list), step counters are float64
-    "lookahead": RuleSpec("lookahead", ("slow_param", "momentum_buffer", "slow_momentum")),
-    "iterate_avg": RuleSpec("iterate_avg", ("param_avg",), (("n_averaged", 0.0),)),
-    "lamb1": RuleSpec("lamb1", ("exp_avg", "exp_avg_sq")),
-    "lamb2": RuleSpec("lamb2", ("exp_avg", "exp_avg_sq")),
-    "lars": RuleSpec("lars", ("momentum_buffer",)),
-    # KOALA: predict move (no grad), read-only norms pass, update pass (python/fusedopt/optim/koala.py)
-    "koala_predict": RuleSpec("koala_predict", ("velocity", "param_ema")),
-    "koala_norms": RuleSpec("koala_norms", ()),
-    "koala": RuleSpec("koala", ("velocity", "param_ema")),
-}
-NO_GRAD_RULES = ("lookahead", "iterate_avg", "koala_predict")
+class Rule:
+    """One rule of the table, as its header declares it (torch.ops.fusedopt.rule_specs())."""
 
-# flag bits (csrc/core/config.h)
-FLAG_MAXIMIZE = 1 << 0
-FLAG_STOCH_ROUND = 1 << 1
-RULE_FLAG_SHIFT = 8
-VARIANT_SHIFT = 16
+    def __init__(self, d: dict):
+        self.op: str = d["op"]
+        element = [s for s in d["states"] if not s["scalar"]]
+        self.slots: tuple = tuple(s["name"] for s in element)  # element-state keys, in the op's list order
+        self.scalars: tuple = tuple((s["name"], float(s["init"])) for s in d["states"] if s["scalar"])
+        self.signed: dict = {s["name"]: s["signed"] for s in element}
+        self.inits: dict = {s["name"]: s["init"] for s in element}  # a number, or "param" (a copy of the param)
+        self.hyper: tuple = tuple(h["name"] for h in d["hyper"])
+        self.hyper_defaults: dict = {h["name"]: float(h["default"]) for h in d["hyper"]}
+        self.lr: float = d["lr"]
+        self.flags: tuple = tuple(f["name"] for f in d["flags"])
+        self.flag_defaults: dict = {f["name"]: f["default"] for f in d["flags"]}
+        fields, shift = [], 0
+        for f in d["variant"]:
+            fields.append(Field(f["name"], f["bits"], shift, tuple(f["values"]), f["default"]))
+            shift += f["bits"]
+        self.fields: tuple = tuple(fields)
+        self.num_variants: int = d["num_variants"]
+        self.slot_masks: tuple = tuple(d["slot_masks"])
+        self.reads_grad: bool = d["reads_grad"]
+        self.global_in: int = d["global_in"]
+        self.red_in: int = d["red_in"]
+        self.red_out: int = d["red_out"]
+
+    def __repr__(self) -> str:
+        return f"Rule({self.op!r}, slots={self.slots}, hyper={self.hyper}, flags={self.flags})"
+
+    def _check_names(self, what: str, given: Mapping, names) -> None:
+        unknown = sorted(set(given) - set(names))
+        missing = [n for n in names if n not in given]
+        if unknown or missing:
+            raise ValueError(f"fusedopt.{self.op}: {what} " + "; ".join(
+                ([f"unknown {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else []))
+                + f" (the rule's {what}: {list(names)})")
+
+    def pack_hyper(self, values: Mapping[str, Any]) -> list:
+        """The op's `hyper` list from {name: value}: every hyperparameter of the header, no other."""
+        if len(values) != len(self.hyper) or any(n not in values for n in self.hyper):
+            self._check_names("hyperparameters", values, self.hyper)
+        return [float(values[n]) for n in self.hyper]
+
+    def variant_index(self, values: Mapping[str, Any], hyper: Optional[Mapping[str, Any]] = None) -> int:
+        """The variant index from {field: value}. A field named as a hyperparameter may be left out: it is
+        set when that hyperparameter (in `hyper`) is non-zero."""
+        given = dict(values)
+        for f in self.fields:
+            if f.name not in given and hyper is not None and f.name in hyper:
+                given[f.name] = float(hyper[f.name]) != 0.0
+        if len(given) != len(self.fields) or any(f.name not in given for f in self.fields):
+            self._check_names("variant fields", given, [f.name for f in self.fields])
+        v = 0
+        for f in self.fields:
+            v |= f.code(self.op, given[f.name]) << f.shift
+        if v >= self.num_variants:
+            raise ValueError(f"fusedopt.{self.op}: variant fields {given} select variant {v}, the rule has "
+                             f"{self.num_variants}")
+        return v
+
+    def pack_flags(self, flags: Mapping[str, Any] = {}, variant: Mapping[str, Any] = {},
+                   hyper: Optional[Mapping[str, Any]] = None) -> int:
+        """The op's `flags` from named rule flags and variant fields (engine flags not included)."""
+        if len(flags) != len(self.flags) or any(n not in flags for n in self.flags):
+            self._check_names("flags", flags, self.flags)
+        bits = 0
+        for i, n in enumerate(self.flags):
+            if flags[n]:
+                bits |= 1 << i
+        return (bits << _RULE_FLAG_SHIFT) | (self.variant_index(variant, hyper) << _VARIANT_SHIFT)
+
+    def active_slots(self, variant: int) -> tuple:
+        """Which element-state lists variant `variant` uses (the header's slot_mask)."""
+        m = self.slot_masks[variant]
+        return tuple(bool(m >> k & 1) for k in range(len(self.slots)))
+
+
+_SPEC = json.loads(torch.ops.fusedopt.rule_specs())
+FLAG_MAXIMIZE: int = _SPEC["flag_bits"]["maximize"]
+FLAG_STOCH_ROUND: int = _SPEC["flag_bits"]["stochastic_rounding"]
+_RULE_FLAG_SHIFT: int = _SPEC["rule_flag_shift"]
+_VARIANT_SHIFT: int = _SPEC["variant_shift"]
+
+RULES: dict = {d["op"]: Rule(d) for d in _SPEC["rules"]}
+NO_GRAD_RULES = tuple(name for name, r in RULES.items() if not r.reads_grad)
+# op -> frozenset of its non-negative element states ('+' in the header: the unsigned 8-bit map)
+UNSIGNED_STATES = {name: frozenset(k for k in r.slots if not r.signed[k]) for name, r in RULES.items()}
+
+# A state key means the same thing in every rule, so its sign is a property of the key; this map
+# is what dequantize_state_dict uses (it cannot know which rule saved a state_dict).
+SIGNED_KEYS: dict = {}
+for _r in RULES.values():
+    for _k in _r.slots:
+        if SIGNED_KEYS.setdefault(_k, _r.signed[_k]) != _r.signed[_k]:  # pragma: no cover - table consistency
+            raise ImportError(f"fusedopt: state key {_k!r} is signed in one rule and unsigned in another")
 
 
 def _fake(*args, **kwargs):
@@ -75,30 +152,6 @@ def _fake(*args, **kwargs):
 
 for _name in RULES:
     torch.library.register_fake(f"fusedopt::{_name}_")(_fake)
-
-
-def _unsigned_states() -> dict:
-    """op -> frozenset of its non-negative element states ('+' in csrc/core/rule_table.h, read
-    from the extension so there is one declaration)."""
-    import json
-
-    out = {}
-    for name, states in json.loads(torch.ops.fusedopt.rule_states()).items():
-        names = [s.strip() for s in states.split(",")]
-        out[name] = frozenset(n[1:] for n in names if n.startswith("+"))
-    return out
-
-
-UNSIGNED_STATES = _unsigned_states()
-
-# A state key means the same thing in every rule, so its sign is a property of the key; this map
-# is what dequantize_state_dict uses (it cannot know which rule saved a state_dict).
-SIGNED_KEYS: dict = {}
-for _name, _spec in RULES.items():
-    for _k in _spec.slots:
-        _signed = _k not in UNSIGNED_STATES[_name]
-        if SIGNED_KEYS.setdefault(_k, _signed) != _signed:  # pragma: no cover - table consistency
-            raise ImportError(f"fusedopt: state key {_k!r} is signed in one rule and unsigned in another")
 
 
 @torch.library.register_fake("fusedopt::quantize_blockwise")
@@ -149,5 +202,5 @@ def _fake_clip(tensors, total_norm, max_norm, eps=1e-6):
 # ---- Adafactor's fused step (csrc/torch/adafactor_ops.cpp): mutates its lists, returns nothing ----
 @torch.library.register_fake("fusedopt::adafactor_")
 def _fake_adafactor(params, grads, row_or_var, col, exp_avg, steps, rms, *, hyper, flags, found_inf=None,
-                    threads=0):
+                    threads=0, grad_scale=None):
     return None

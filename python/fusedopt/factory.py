@@ -26,21 +26,28 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-from .optim.adafactor import Adafactor, AdafactorTorch
+from .optim.acprop import ACProp
+from .optim.adabelief import AdaBelief
 from .optim.adadelta import Adadelta
+from .optim.adafactor import Adafactor, AdafactorTorch
 from .optim.adagrad import Adagrad
-from .optim.adam import Adam, Adamax, AdamW
+from .optim.adam import Adam, AdamW
+from .optim.adamax import Adamax
+from .optim.adan import Adan
+from .optim.ademamix import AdEMAMix
 from .optim.base import FusedOptimizer
-from .optim.belief import ACProp, AdaBelief
 from .optim.bnb import Adagrad8bit, Adam8bit, AdamW8bit, Lion8bit, RMSprop8bit, SGD8bit
 from .optim.diffgrad import DiffGrad
 from .optim.koala import MomentumKOALA, VanillaKOALA
-from .optim.lamb import LAMB, LARS
+from .optim.lamb import LAMB
+from .optim.lars import LARS
+from .optim.lion import Lion
 from .optim.nadam import NAdam
 from .optim.padam import Padam
-from .optim.pnm import PNM, AdaPNM, Adan, Lion
+from .optim.pnm import PNM, AdaPNM
 from .optim.radam import RAdam
 from .optim.rmsprop import RMSprop
+from .optim.schedulefree import AdamWScheduleFree
 from .optim.sgd import SGD
 from .optim.signsgd import SignSGD
 from .q8 import OVERRIDE_ATTR
@@ -80,6 +87,8 @@ RULES: dict[str, RuleInfo] = {
     "adapnm": RuleInfo(AdaPNM, "adaptive positive-negative momentum", num_betas=3),
     "adan": RuleInfo(Adan, "Adan (adaptive Nesterov momentum)", num_betas=3),
     "lion": RuleInfo(Lion, "Lion (sign momentum)", has_eps=False),
+    "ademamix": RuleInfo(AdEMAMix, "AdEMAMix (bitsandbytes semantics)", num_betas=3),
+    "adamwschedulefree": RuleInfo(AdamWScheduleFree, "Schedule-Free AdamW (the authors' schedulefree; train()/eval())"),
     "lamb": RuleInfo(LAMB, "LAMB (apex FusedLAMB semantics)"),
     "lars": RuleInfo(LARS, "LARS (the paper's form)", has_betas=False, has_momentum=True),
     "adafactor": RuleInfo(Adafactor, "Adafactor (transformers semantics)", has_eps=False, has_betas=False),

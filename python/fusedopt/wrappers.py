@@ -27,13 +27,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import distributed as _dist
-from ._ops import op
+from ._ops import RULES, op
 from .optim.base import HookedLoad
 
 __all__ = ["Lookahead", "IterateAveraging", "Gadam", "GadamX", "update_bn"]
 
-_PULLBACK = ("none", "pullback", "reset")
-_VARIANT_SHIFT = 16
+_PULLBACK = RULES["lookahead"].fields[0].values  # ("none", "pullback", "reset"): lookahead.h's variant field
 
 
 def _slow_dtype(p: Tensor) -> torch.dtype:
@@ -298,8 +297,8 @@ class Lookahead(_Wrapper):
             if slow_mom is None:
                 slow_mom = st["slow_momentum"] = _dist.full_like(buf, 0.0, buf.dtype)
         comp = inner.get("param_comp") if p.dtype == torch.bfloat16 else None
-        variant = 0 if buf is None else (1 if self.pullback_momentum == "pullback" else 2)
-        key = (p.device, p.dtype, variant, comp is not None)
+        mode = "none" if buf is None else self.pullback_momentum
+        key = (p.device, p.dtype, mode, comp is not None)
         return key, tuple(map(_dist.local, (p, st["slow_param"], buf, slow_mom, st["step"], comp)))
 
     def _run_op(self, group, found_inf):
@@ -314,10 +313,11 @@ class Lookahead(_Wrapper):
         super()._run_op(group, found_inf)
 
     def _call(self, kernel, key, b, found_inf):
-        _, _, variant, _ = key
+        _, _, mode, _ = key
         params, slow, bufs, slow_moms, steps, comps = b
-        kernel(params, slow, bufs, slow_moms, steps, comps, hyper=[self.alpha, float(self.k)], lr=0.0,
-               found_inf=found_inf, flags=variant << _VARIANT_SHIFT)
+        rule = RULES["lookahead"]
+        kernel(params, slow, bufs, slow_moms, steps, comps, hyper=rule.pack_hyper(dict(alpha=self.alpha, k=self.k)),
+               lr=0.0, found_inf=found_inf, flags=rule.pack_flags(variant=dict(pullback_momentum=mode)))
 
     def _swap_source(self, p):
         st = self.state.get(p)
@@ -376,8 +376,8 @@ class IterateAveraging(_Wrapper):
 
     def _call(self, kernel, key, b, found_inf):
         params, avgs, ns, steps = b
-        kernel(params, avgs, ns, steps, [], hyper=[float(self.start_step), float(self.every)], lr=0.0,
-               found_inf=found_inf)
+        kernel(params, avgs, ns, steps, [], lr=0.0, found_inf=found_inf,
+               hyper=RULES["iterate_avg"].pack_hyper(dict(start_step=self.start_step, every=self.every)))
 
     def n_averaged(self) -> int:
         """Iterates collected so far (the largest count over params; reads the device)."""

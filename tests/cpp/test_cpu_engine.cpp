@@ -306,7 +306,7 @@ void ref_rule_elementwise(const Launch& L) {
 }
 
 void ref_kernel(const char* op, const Launch& L) {
-#define FO_REF_PICK(op_name, Rule, states) \
+#define FO_REF_PICK(op_name, Rule) \
   if (!std::strcmp(op, #op_name)) return ref_rule<rules::Rule>(L);
   FO_ELEMENTWISE_RULES(FO_REF_PICK)
 #undef FO_REF_PICK

@@ -11,7 +11,7 @@
 namespace {
 
 TEST_CASE(every_rule_has_a_cuda_kernel) {
-#define FO_CHECK_OP(op, Rule, states) \
+#define FO_CHECK_OP(op, Rule) \
   CHECK_MSG(fusedopt::cuda::kernel(#op) != nullptr, "no CUDA kernel for %s", #op);
   FO_ELEMENTWISE_RULES(FO_CHECK_OP)
 #undef FO_CHECK_OP

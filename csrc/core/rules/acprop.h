@@ -14,10 +14,6 @@
 //   after the parameter update: s = b2*s + (1-b2)*(g - m)^2.
 // amsgrad (variant 1; not in the spec: chosen by analogy with AdaBelief 0.2.1): smax = max(smax, s)
 // after the +eps, used by the unrectified branch only.
-//
-// hyper: [beta1, beta2, eps, weight_decay]
-// flags: kDecoupled, kFixedDecay, kRectify, kDegenerate, kMomentumUpdate
-// states: s0 = exp_avg, s1 = exp_avg_var, s2 = max_exp_avg_var (variant 1 = amsgrad)
 #pragma once
 #include <cmath>
 
@@ -28,8 +24,12 @@
 namespace fusedopt::rules {
 
 struct ACProp {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_var, +max_exp_avg_var";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-16}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"weight_decouple", true}, {"fixed_decay", false}, {"rectify", true},
+                                        {"degenerated_to_sgd", true}, {"momentum_update", false}};
+  static constexpr FieldDecl kVariant[] = {{"amsgrad", 1}};
   static constexpr int kNumVariants = 2;  // 0: plain, 1: amsgrad
-  static constexpr int kNumHyper = 4;
   enum : int { kDecoupled = 1, kFixedDecay = 2, kRectify = 4, kDegenerate = 8, kMomentumUpdate = 16 };
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 3 : 2; }
 

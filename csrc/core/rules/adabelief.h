@@ -9,14 +9,12 @@
 //     rho_t >= 5: p -= lr * r_t*sqrt(bc2)/bc1 * m / (sqrt(s) + eps)                  (E2, s not smax)
 //     else kDegenerate (degenerated_to_sgd): p -= lr/bc1 * m;  else no update.
 // With beta2 = 0.999 the first rectified step is t = 6 (rho_5 = 4.996).
-//
-// hyper: [beta1, beta2, eps, weight_decay]
-// flags: kDecoupled (weight_decouple), kFixedDecay, kRectify, kDegenerate (degenerated_to_sgd)
-// states: s0 = exp_avg, s1 = exp_avg_var, s2 = max_exp_avg_var (variant 1 = amsgrad)
+// Flags: kDecoupled (weight_decouple), kFixedDecay, kRectify, kDegenerate (degenerated_to_sgd).
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "../vecmath.h"
 #include "common.h"
 
@@ -37,8 +35,12 @@ FO_HD bool belief_rectified(double b1, double b2, double t, double* step_size) {
 }
 
 struct AdaBelief {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_var, +max_exp_avg_var";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-16}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {
+      {"weight_decouple", true}, {"fixed_decay", false}, {"rectify", true}, {"degenerated_to_sgd", true}};
+  static constexpr FieldDecl kVariant[] = {{"amsgrad", 1}};
   static constexpr int kNumVariants = 2;  // 0: plain, 1: amsgrad
-  static constexpr int kNumHyper = 4;
   enum : int { kDecoupled = 1, kFixedDecay = 2, kRectify = 4, kDegenerate = 8 };
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 3 : 2; }
 

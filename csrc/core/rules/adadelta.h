@@ -2,20 +2,20 @@
 //   g += wd p (L2);  v = rho v + (1-rho) g^2;  d = sqrt(u + eps) / sqrt(v + eps) * g;
 //   u = rho u + (1-rho) d^2;  p -= lr d   (torch's lr, default 1.0, scales the step).
 // Rounding as torch's CPU kernels (add(alpha=) / addcmul: one fused multiply-add, fo_fma).
-// The step counter is kept (torch keeps it) but unused by the update.
-//
-// hyper: [rho, eps, weight_decay]
-// states: s0 = square_avg (v), s1 = acc_delta (u)
+// The step counter is kept (torch keeps it) but unused by the update. States: v = square_avg, u = acc_delta.
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 
 namespace fusedopt::rules {
 
 struct Adadelta {
+  static constexpr const char* kStates = "+square_avg, +acc_delta";
+  static constexpr HyperDecl kHyper[] = {{"rho", 0.9}, {"eps", 1e-6}, {"weight_decay", 0.0}};
+  static constexpr double kLr = 1.0;
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 3;
   FO_HD static constexpr int num_states(int) { return 2; }
 
   template <class T>

@@ -2,19 +2,19 @@
 //   clr = lr / (1 + (t-1) lr_decay);  g += wd p (L2);  sum += g^2;  p -= clr g / (sqrt(sum) + eps).
 // Rounding as torch's CPU kernels (add(alpha=) / addcmul: one fused multiply-add, fo_fma).
 // `sum` starts at initial_accumulator_value (the Python class fills it when it creates the state).
-//
-// hyper: [lr_decay, weight_decay, eps]
-// states: s0 = sum
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 
 namespace fusedopt::rules {
 
 struct Adagrad {
+  static constexpr const char* kStates = "+sum";
+  static constexpr HyperDecl kHyper[] = {{"lr_decay", 0.0}, {"weight_decay", 0.0}, {"eps", 1e-10}};
+  static constexpr double kLr = 1e-2;
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 3;
   FO_HD static constexpr int num_states(int) { return 1; }
 
   template <class T>

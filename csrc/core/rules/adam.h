@@ -1,19 +1,20 @@
 // Adam (Kingma & Ba) and AdamW (Loshchilov & Hutter), torch.optim semantics.
 // docs/algorithms.md §3, §5: epsilon placement E1, L2 (coupled) weight decay by default,
-// decoupled (p *= 1 - lr*wd, before the step) with kDecoupled; AMSGrad keeps the max of raw v.
-//
-// hyper: [beta1, beta2, eps, weight_decay]
-// states: s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (variant 1 = amsgrad)
+// decoupled (p *= 1 - lr*wd, before the step) with kDecoupled; AMSGrad (variant 1) keeps the max of raw v
+// in max_exp_avg_sq.
 #pragma once
 #include <cmath>
 
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
-struct Adam {
+// The math of Adam and AdamW; the two ops' facts follow.
+struct AdamMath {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq, +max_exp_avg_sq";
+  static constexpr FieldDecl kVariant[] = {{"amsgrad", 1}};
   static constexpr int kNumVariants = 2;  // 0: plain, 1: amsgrad
-  static constexpr int kNumHyper = 4;
   enum : int { kDecoupled = 1 };  // rule runtime flag
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 3 : 2; }
 
@@ -27,7 +28,7 @@ struct Adam {
 
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags) {
-    const double b1 = h[0], b2 = h[1], eps = h[2], wd = h[3];
+    const double b1 = h[0], b2 = h[1], eps = h[2], wd = h[3];  // kHyper's order
     const bool decoupled = rflags & kDecoupled;
     Ctx<T> c;
     const double bc1 = 1.0 - std::pow(b1, step);
@@ -57,14 +58,18 @@ struct Adam {
   }
 };
 
-}  // namespace fusedopt::rules
+struct Adam : AdamMath {
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"decoupled_weight_decay", false}};
+};
 
-namespace fusedopt::rules {
 // AdamW: Adam with decoupled weight decay always on (its own op, fusedopt::adamw_).
-struct AdamW : Adam {
+struct AdamW : AdamMath {
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 1e-2}};
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags) {
-    return Adam::make<T>(h, lr, step, rflags | kDecoupled);
+    return AdamMath::make<T>(h, lr, step, rflags | kDecoupled);
   }
 };
+
 }  // namespace fusedopt::rules

@@ -1,18 +1,18 @@
 // AdaMax (Kingma & Ba §7.1), torch.optim semantics (docs/algorithms.md §4):
-// eps inside the max, u = max(beta2*u, |g| + eps); no bias correction of u; L2 weight decay.
-//
-// hyper: [beta1, beta2, eps, weight_decay]
-// states: s0 = exp_avg, s1 = exp_inf
+// eps inside the max, u = max(beta2*u, |g| + eps) (state exp_inf); no bias correction of u; L2 weight decay.
 #pragma once
 #include <cmath>
 
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
 struct Adamax {
+  static constexpr const char* kStates = "exp_avg, +exp_inf";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}};
+  static constexpr double kLr = 2e-3;
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 4;
   FO_HD static constexpr int num_states(int) { return 2; }
 
   template <class T>

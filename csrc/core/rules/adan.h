@@ -13,21 +13,22 @@
 //   clip = min(max_grad_norm / (sqrt(G2) + eps), 1)     (fp32, as the official torch.clamp)
 // through grad_factor() (the engine folds it into the per-element grad sign), so m, d, n and the
 // stored previous grad all see the clipped grad, as in the official code; .grad itself is untouched.
-//
-// hyper: [beta1, beta2, beta3, eps, weight_decay, max_grad_norm]
-// states: s0 = exp_avg, s1 = exp_avg_sq, s2 = exp_avg_diff, s3 = neg_pre_grad
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "common.h"
 #include "../reduce.h"
 
 namespace fusedopt::rules {
 
 struct Adan {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq, exp_avg_diff, neg_pre_grad";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.98}, {"beta2", 0.92}, {"beta3", 0.99},
+                                         {"eps", 1e-8},   {"weight_decay", 0.0}, {"max_grad_norm", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"no_prox", false}};
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 6;
   static constexpr int kGlobalIn = 1;  // sum of squares of all grads (read when max_grad_norm > 0)
   enum : int { kNoProx = 1 };  // rule runtime flag
   FO_HD static constexpr int num_states(int) { return 4; }

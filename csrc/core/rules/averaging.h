@@ -11,19 +11,19 @@
 //                                           which it uses on the CPU; on CUDA it uses a foreach
 //                                           lerp with weight 1/n instead, equal up to rounding)
 // Steps that do not collect touch no element (skip).
-//
-// hyper: [start_step, every]
-// states: s0 = param_avg; aux = n_averaged
 #pragma once
 #include <cstdint>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 
 namespace fusedopt::rules {
 
 struct IterateAverage {
+  static constexpr const char* kStates = "param_avg, @n_averaged=0";
+  static constexpr HyperDecl kHyper[] = {{"start_step", 1.0}, {"every", 1.0}};
+  static constexpr double kLr = 0.0;  // unused
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 2;
   static constexpr bool kReadsGrad = false;
   static constexpr bool kWritesParam = false;
   static constexpr bool kHasAux = true;

@@ -23,11 +23,13 @@ template <class T>
 struct Ema {
   T w, one_minus_w;
   bool w_small;
-  FO_HD static Ema make(double beta) {
+  FO_HD static Ema make(double beta) { return with_weight(1.0 - beta); }
+  // torch's `x.lerp_(y, w)` with the weight itself given (Schedule-Free's y.lerp_(z, ckp1)).
+  FO_HD static Ema with_weight(double weight) {
     Ema e;
-    e.w = T(1.0 - beta);
+    e.w = T(weight);
     e.one_minus_w = T(1.0 - double(e.w));
-    e.w_small = (1.0 - beta) < 0.5;
+    e.w_small = weight < 0.5;
     return e;
   }
   FO_HD T operator()(T m, T g) const { return lerp_torch(m, g, w, one_minus_w, w_small); }

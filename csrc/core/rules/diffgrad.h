@@ -7,21 +7,20 @@
 //   p -= lr*sqrt(bc2)/bc1 * (m*xi) / (sqrt(v) + eps)                                    (E2)
 // exp is core/vecmath.h's exp_t: float arithmetic for float elements (within ~2 ulp; xi only scales
 // the step, never a state), double for double elements.
-//
-// hyper: [beta1, beta2, eps, weight_decay]
-// states: s0 = exp_avg, s1 = exp_avg_sq, s2 = previous_grad
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "common.h"
 #include "../vecmath.h"
 
 namespace fusedopt::rules {
 
 struct DiffGrad {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq, previous_grad";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}};
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 4;
   FO_HD static constexpr int num_states(int) { return 3; }
 
   template <class T>

@@ -16,19 +16,20 @@
 //   keep their values, as the authors' `continue`.
 // K1 = lr * L_l * P00 / s, K2 = lr * L_l * P10 / s with s = ||g~||^2 P00 + R, L_l = L + wd/2 ||p||^2
 // (V: P00 = P) are computed between the passes from KoalaNorms' sums; the kernels see them in fp32.
-//
-// hyper: KoalaPredict [a]; KoalaNorms [weight_decay]; Koala [weight_decay]
-// states: s0 = velocity, s1 = param_ema (KOALA-M; KOALA-V keeps none)
+// States velocity, param_ema: KOALA-M's; KOALA-V keeps none.
 #pragma once
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "../reduce.h"
 
 namespace fusedopt::rules {
 
 struct KoalaPredict {
+  static constexpr const char* kStates = "velocity, param_ema";
+  static constexpr HyperDecl kHyper[] = {{"a", 0.9}};
+  static constexpr double kLr = 0.0;  // unused
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 1;
   static constexpr bool kReadsGrad = false;   // core/traits.h
   static constexpr int kRedOut = 1;           // sum (pbar - p)^2, p before the move
   static constexpr bool kNoStepBump = true;   // the step counts update steps (KoalaNorms bumps it)
@@ -54,8 +55,10 @@ struct KoalaPredict {
 };
 
 struct KoalaNorms {
+  static constexpr const char* kStates = "";
+  static constexpr HyperDecl kHyper[] = {{"weight_decay", 0.0}};
+  static constexpr double kLr = 0.0;  // unused
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 1;
   static constexpr int kRedOut = 3;             // ||g||^2, ||g + wd p||^2, ||p||^2
   static constexpr bool kWritesParam = false;   // core/traits.h: a read-only pass
   FO_HD static constexpr int num_states(int) { return 0; }
@@ -79,8 +82,11 @@ struct KoalaNorms {
 };
 
 struct Koala {
+  static constexpr const char* kStates = "velocity, param_ema";
+  static constexpr HyperDecl kHyper[] = {{"weight_decay", 0.0}};
+  static constexpr double kLr = 0.0;  // unused: the gains carry it
+  static constexpr FieldDecl kVariant[] = {{"momentum", 1}};  // KOALA-M
   static constexpr int kNumVariants = 2;  // 0: KOALA-V, 1: KOALA-M
-  static constexpr int kNumHyper = 1;
   static constexpr int kRedIn = 3;        // K1, K2, active
   static constexpr bool kNoStepBump = true;
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 2 : 0; }

@@ -14,21 +14,22 @@
 //        p -= ratio * u.  u is never stored and the grad is not touched (apex writes u into it).
 // No clamp of the trust ratio (apex has none). max_grad_norm <= 0 disables clipping (apex would
 // divide by 0 there: a documented deviation). The step counter is per param, bumped by pass 1.
-//
-// hyper: [beta1, beta2, eps, weight_decay, max_grad_norm]
-// rule flags: kAdamW (adam_w_mode), kBiasCorrection, kGradAveraging, kNvLamb
-// states: s0 = exp_avg, s1 = exp_avg_sq
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "../reduce.h"
 
 namespace fusedopt::rules {
 
 struct LambCommon {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq";
+  static constexpr HyperDecl kHyper[] = {
+      {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-6}, {"weight_decay", 0.01}, {"max_grad_norm", 1.0}};
+  static constexpr FlagDecl kFlags[] = {
+      {"adam_w_mode", true}, {"bias_correction", true}, {"grad_averaging", true}, {"use_nvlamb", false}};
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 5;
   enum : int { kAdamW = 1, kBiasCorrection = 2, kGradAveraging = 4, kNvLamb = 8 };
   FO_HD static constexpr int num_states(int) { return 2; }
 

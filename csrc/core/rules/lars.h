@@ -9,21 +9,23 @@
 // With a constant lr this equals the torch-SGD form buf = momentum * buf + trust * d, w -= lr * buf
 // (pytorch_optimizer.LARS with dampening 0 and eps 0); under an lr schedule the paper's form keeps
 // the old steps' lr in v. ||g|| is the norm of the unscaled grad (the reduction takes grad_scale).
-//
-// hyper: [momentum, weight_decay, trust_coefficient, eps]
-// rule flags: kNesterov, kTrustClip
-// states: s0 = momentum_buffer (variant 1); variant 0 (momentum == 0) keeps no state: w -= lr*trust*d.
+// Variant 0 (momentum == 0) keeps no state: w -= lr*trust*d.
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "../reduce.h"
 
 namespace fusedopt::rules {
 
 struct Lars {
+  static constexpr const char* kStates = "momentum_buffer";
+  static constexpr HyperDecl kHyper[] = {
+      {"momentum", 0.9}, {"weight_decay", 0.0}, {"trust_coefficient", 1e-3}, {"eps", 1e-8}};
+  static constexpr FlagDecl kFlags[] = {{"nesterov", false}, {"trust_clip", false}};
+  static constexpr FieldDecl kVariant[] = {{"momentum", 1}};  // set when momentum != 0
   static constexpr int kNumVariants = 2;
-  static constexpr int kNumHyper = 4;
   static constexpr int kRedIn = 3;  // ||w||^2, ||g||^2, adapt (1) or excluded (0)
   enum : int { kNesterov = 1, kTrustClip = 2 };
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 1 : 0; }

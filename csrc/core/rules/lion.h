@@ -5,19 +5,20 @@
 // sign(0) = 0 and sign(NaN) = NaN, as torch.sign. No bias correction, no eps.
 // lucidrains' decoupled_weight_decay (wd divided by the initial lr) is resolved in Python:
 // the kernel gets the effective wd.
-//
-// hyper: [beta1, beta2, weight_decay]; states: s0 = exp_avg
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
 struct Lion {
+  static constexpr const char* kStates = "exp_avg";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.99}, {"weight_decay", 0.0}};
+  static constexpr double kLr = 1e-4;
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 3;
   FO_HD static constexpr int num_states(int) { return 1; }
 
   template <class T>

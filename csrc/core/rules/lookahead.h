@@ -11,19 +11,21 @@
 //   variant 1 "pullback": buf = lerp(buf, slow_buf, 1 - a); slow_buf = buf
 //   variant 2 "reset":    buf = 0
 //   variant 0 "none":     inner states untouched
-//
-// hyper: [alpha, k]
-// states: s0 = slow_param, s1 = momentum_buffer (variants 1, 2), s2 = slow_momentum (variant 1)
+// The states: slow_param; momentum_buffer (variants 1, 2); slow_momentum (variant 1).
 #pragma once
 #include <cstdint>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 
 namespace fusedopt::rules {
 
 struct LookaheadSync {
+  static constexpr const char* kStates = "slow_param, momentum_buffer, slow_momentum";
+  static constexpr HyperDecl kHyper[] = {{"alpha", 0.5}, {"k", 5.0}};
+  static constexpr double kLr = 0.0;  // unused
+  static constexpr FieldDecl kVariant[] = {{"pullback_momentum", 2, "none|pullback|reset"}};
   static constexpr int kNumVariants = 3;
-  static constexpr int kNumHyper = 2;
   static constexpr bool kReadsGrad = false;
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 3 : variant == 2 ? 2 : 1; }
 

@@ -4,19 +4,21 @@
 //   p += -lr (1-mu_t) / (1-mu_product_t) * g/denom  +  -lr mu_{t+1} / (1-mu_product_t mu_{t+1}) * m/denom
 // mu_product is a per-tensor float32 scalar state (core/aux.h), advanced in float32 as torch does
 // (`mu_product *= mu`); L2 weight decay, or decoupled (p *= 1 - lr*wd) with kDecoupled.
-//
-// hyper: [beta1, beta2, eps, weight_decay, momentum_decay]
-// states: s0 = exp_avg, s1 = exp_avg_sq; aux = mu_product
 #pragma once
 #include <cmath>
 
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
 struct NAdam {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq, @mu_product=1";
+  static constexpr HyperDecl kHyper[] = {
+      {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}, {"momentum_decay", 4e-3}};
+  static constexpr double kLr = 2e-3;
+  static constexpr FlagDecl kFlags[] = {{"decoupled_weight_decay", false}};
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 5;
   static constexpr bool kHasAux = true;
   enum : int { kDecoupled = 1 };
   FO_HD static constexpr int num_states(int) { return 2; }

@@ -8,14 +8,11 @@
 // The power: exponent 0.5 (partial = 1/4, the default) is a sqrt and exponent 1 the identity, as in
 // torch's pow dispatch; exponent 0.25 (partial = 1/8, GadamX's setting) is sqrt(sqrt(x)) (within
 // 1 ulp); others are exp(y*ln x) in double (core/vecmath.h), rounded once.
-//
-// hyper: [beta1, beta2, eps, weight_decay, partial]
-// flags: kDecoupled
-// states: s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq (variant 1 = amsgrad)
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "common.h"
 #include "../vecmath.h"
 
@@ -25,8 +22,13 @@ struct Padam {
   // variant bit 0: amsgrad; bits 1-2, the exponent 2*partial: 0 = 0.5 or 1 (sqrt(base) or base, a
   // per-tensor select), 1 = any other (the element-wise pow), 2 = 0.25 (two square roots). The callers
   // set them from `partial`; kinds 0 and 2 must not get another exponent.
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq, +max_exp_avg_sq";
+  static constexpr HyperDecl kHyper[] = {
+      {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}, {"partial", 0.25}};
+  static constexpr double kLr = 1e-1;
+  static constexpr FlagDecl kFlags[] = {{"decoupled_wd", false}};
+  static constexpr FieldDecl kVariant[] = {{"amsgrad", 1, nullptr, 1}, {"exponent", 2}};
   static constexpr int kNumVariants = 6;
-  static constexpr int kNumHyper = 5;
   enum : int { kDecoupled = 1 };
   FO_HD static constexpr int num_states(int variant) { return (variant & 1) ? 3 : 2; }
 

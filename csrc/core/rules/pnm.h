@@ -7,28 +7,28 @@
 // The parity of t is a per-tensor scalar (make): on even steps the engines swap the two lists
 // (core/traits.h swap01), so update() always updates s[0] = pos and only reads s[1] = neg, which the
 // engines do not store back (read_only_states).
-// Weight decay: decoupled (p *= 1 - lr*wd, before the step; default) or L2 (g += wd*p) with
-// kCoupled. The references add L2 into p.grad in place; we do not touch the grad.
+// Weight decay: decoupled (p *= 1 - lr*wd, before the step; flag kDecoupled, the default) or L2
+// (g += wd*p) without it. The references add L2 into p.grad in place; we do not touch the grad.
 //
 // PNM:    p -= lr*delta. No bias correction.
-//   hyper: [beta1, beta0, weight_decay]; states: s0 = pos_momentum, s1 = neg_momentum
 // AdaPNM: v = beta2*v + (1-beta2)*g^2; vmax = max(vmax, v) (amsgrad, variant 1, the default);
 //   p -= (lr/bc1) * delta / (sqrt(v or vmax)/sqrt(bc2) + eps) with bc1 = 1 - beta1^t: the authors'
 //   code debiases with beta1^t although the EMA uses beta1^2 (§25.6: kept).
-//   hyper: [beta1, beta2, beta0, eps, weight_decay]
-//   states: s0 = exp_avg, s1 = neg_exp_avg, s2 = exp_avg_sq, s3 = max_exp_avg_sq (variant 1)
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
 struct Pnm {
+  static constexpr const char* kStates = "pos_momentum, neg_momentum";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta0", 1.0}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"decoupled", true}};
   static constexpr int kNumVariants = 1;
-  static constexpr int kNumHyper = 3;
-  enum : int { kCoupled = 1 };  // rule runtime flag: L2 instead of decoupled weight decay
+  enum : int { kDecoupled = 1 };  // rule runtime flag: decoupled weight decay (else L2)
   FO_HD static constexpr int num_states(int) { return 2; }
   static constexpr unsigned read_only_states(int) { return 2u; }  // s1 = neg
 
@@ -44,7 +44,7 @@ struct Pnm {
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags) {
     const double b1 = h[0], b0 = h[1], wd = h[2];
-    const bool coupled = rflags & kCoupled;
+    const bool coupled = !(rflags & kDecoupled);
     Ctx<T> c;
     c.ema1 = MulAddEma<T>::make(b1 * b1);
     c.pos_coef = T(1.0 + b0);
@@ -70,9 +70,13 @@ struct Pnm {
 };
 
 struct AdaPnm {
+  static constexpr const char* kStates = "exp_avg, neg_exp_avg, +exp_avg_sq, +max_exp_avg_sq";
+  static constexpr HyperDecl kHyper[] = {
+      {"beta1", 0.9}, {"beta2", 0.999}, {"beta0", 1.0}, {"eps", 1e-8}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"decoupled", true}};
+  static constexpr FieldDecl kVariant[] = {{"amsgrad", 1, nullptr, 1}};
   static constexpr int kNumVariants = 2;  // 0: plain, 1: amsgrad (max of v)
-  static constexpr int kNumHyper = 5;
-  enum : int { kCoupled = 1 };
+  enum : int { kDecoupled = 1 };
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 4 : 3; }
   static constexpr unsigned read_only_states(int) { return 2u; }  // s1 = neg (as PNM)
 
@@ -92,7 +96,7 @@ struct AdaPnm {
   template <class T>
   FO_HD static Ctx<T> make(const double* h, double lr, double step, int rflags) {
     const double b1 = h[0], b2 = h[1], b0 = h[2], eps = h[3], wd = h[4];
-    const bool coupled = rflags & kCoupled;
+    const bool coupled = !(rflags & kDecoupled);
     Ctx<T> c;
     c.ema1 = MulAddEma<T>::make(b1 * b1);
     c.ema2 = MulAddEma<T>::make(b2);

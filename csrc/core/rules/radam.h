@@ -8,19 +8,21 @@
 //                          else no change at all. Weight decay p += -wd*lr*p, only on steps that update.
 // With beta2 = 0.999 both variants rectify first at t = 6 (rho_5 = 4.996, rho_6 = 5.994).
 // Each variant mirrors its reference's fp32 operation order (torch: lerp for m; official: mul+add).
-//
-// hyper: [beta1, beta2, eps, weight_decay]; rule flags: kDecoupled (torch), kDegenerate (official)
-// states: s0 = exp_avg, s1 = exp_avg_sq
+// Rule flags: kDecoupled (torch variant), kDegenerate (official variant).
 #pragma once
 #include <cmath>
 
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
 struct RAdam {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"decoupled_weight_decay", false}, {"degenerated_to_sgd", false}};
+  static constexpr FieldDecl kVariant[] = {{"variant", 1, "torch|official"}};
   static constexpr int kNumVariants = 2;  // 0: torch, 1: official
-  static constexpr int kNumHyper = 4;
   enum : int { kDecoupled = 1, kDegenerate = 2 };
   FO_HD static constexpr int num_states(int) { return 2; }
 

@@ -7,8 +7,7 @@
 // fo_fma; addcdiv: p + (value*a)/b), so fp32 results equal torch's bit for bit on the CPU.
 // No bias correction; the step counter is kept (torch keeps it) but unused by the update.
 //
-// hyper: [alpha, eps, weight_decay, momentum]
-// named state lists: square_avg, momentum_buffer, grad_avg. Variants use the subsets
+// Named state lists: square_avg, momentum_buffer, grad_avg. Variants use the subsets
 // (slot_mask, packed by the glue into the engine's slots in this order):
 //   0: square_avg                        -> s0 = square_avg
 //   1: + momentum_buffer                 -> s1 = momentum_buffer
@@ -18,12 +17,16 @@
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 
 namespace fusedopt::rules {
 
 struct RMSprop {
+  static constexpr const char* kStates = "+square_avg, momentum_buffer, grad_avg";
+  static constexpr HyperDecl kHyper[] = {{"alpha", 0.99}, {"eps", 1e-8}, {"weight_decay", 0.0}, {"momentum", 0.0}};
+  static constexpr double kLr = 1e-2;
+  static constexpr FieldDecl kVariant[] = {{"momentum", 1}, {"centered", 1}};  // momentum: set when momentum != 0
   static constexpr int kNumVariants = 4;  // bit 0: momentum buffer, bit 1: centered
-  static constexpr int kNumHyper = 4;
   FO_HD static constexpr int num_states(int variant) { return 1 + (variant & 1) + ((variant >> 1) & 1); }
   static constexpr unsigned slot_mask(int variant) {
     return 1u | ((variant & 1) ? 2u : 0u) | ((variant & 2) ? 4u : 0u);

@@ -11,19 +11,21 @@
 // buffer for a param that already has steps (momentum switched on later), and treats a torch
 // state_dict's momentum_buffer without a step as step >= 1.
 //
-// hyper: [momentum, dampening, weight_decay]
-// states: s0 = momentum_buffer (variant 1 only); variant 0 (momentum == 0) keeps no state.
-// rule flag kNesterov.
+// Variant 0 (momentum == 0) keeps no state; variant 1 keeps momentum_buffer.
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 
 namespace fusedopt::rules {
 
 struct SGD {
+  static constexpr const char* kStates = "momentum_buffer";
+  static constexpr HyperDecl kHyper[] = {{"momentum", 0.0}, {"dampening", 0.0}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"nesterov", false}};
+  static constexpr FieldDecl kVariant[] = {{"momentum", 1}};  // set when the momentum hyperparameter != 0
   static constexpr int kNumVariants = 2;  // 0: no momentum (no state), 1: momentum buffer
-  static constexpr int kNumHyper = 3;
   enum : int { kNesterov = 1 };  // rule runtime flag
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 1 : 0; }
 

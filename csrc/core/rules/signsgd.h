@@ -10,21 +10,21 @@
 // Variant 1 is for beta2 == 0 only (signum, signSGD): v would be (1-0)*m^2 = m^2 every step, so it
 // is not kept; the denominator squares the new m instead (the same bits: 0*v + 1*fl(m*m) = fl(m*m)
 // for finite v). One state fewer to read and write (20 B/param instead of 28).
-//
-// hyper: [beta1, beta2, eps, weight_decay]
-// flags: kBiasCorrection (use_bias_correction)
-// states: s0 = exp_avg, s1 = exp_avg_sq (variant 0 only)
 #pragma once
 #include <cmath>
 
 #include "../numeric.h"
+#include "../rule_facts.h"
 #include "common.h"
 
 namespace fusedopt::rules {
 
 struct SignSGD {
+  static constexpr const char* kStates = "exp_avg, +exp_avg_sq";
+  static constexpr HyperDecl kHyper[] = {{"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}, {"weight_decay", 0.0}};
+  static constexpr FlagDecl kFlags[] = {{"use_bias_correction", false}};
+  static constexpr FieldDecl kVariant[] = {{"no_exp_avg_sq", 1}};  // for beta2 == 0 only
   static constexpr int kNumVariants = 2;  // 0: general, 1: beta2 == 0 (no exp_avg_sq)
-  static constexpr int kNumHyper = 4;
   enum : int { kBiasCorrection = 1 };
   FO_HD static constexpr int num_states(int variant) { return variant == 1 ? 1 : 2; }
 

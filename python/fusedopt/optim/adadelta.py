@@ -2,7 +2,7 @@
 keys and state keys), each step one fused kernel per bucket."""
 from __future__ import annotations
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["Adadelta"]
@@ -27,4 +27,4 @@ class Adadelta(FusedOptimizer):
                          **options)
 
     def _hyper(self, group):
-        return [group["rho"], group["eps"], group["weight_decay"]]
+        return dict(rho=group["rho"], eps=group["eps"], weight_decay=group["weight_decay"])

@@ -3,7 +3,9 @@
 `Adafactor` has the semantics, argument names, defaults and state keys of
 transformers.optimization.Adafactor; `AdafactorTorch` those of torch.optim.Adafactor.
 One op call per (device, param dtype) bucket of a param group runs every pass of the step
-(RMS(p), row/col means of g^2, factor EMAs, RMS(u), the update); no per-tensor torch ops.
+(AMP unscale, RMS(p), row/col means of g^2, factor EMAs, RMS(u), the update); no per-tensor torch ops.
+The buckets' lists are validated and built once and cached between steps (base.PlanCache, as every
+fused optimizer); a step makes no allocation.
 CPU: float32/float64/float16/bfloat16 params. CUDA (csrc/cuda/adafactor.cu, compiled but not yet run
 on a GPU): float32/float16/bfloat16 params, every per-tensor scalar on the device, no host sync.
 """
@@ -18,7 +20,7 @@ from torch.optim import Optimizer
 
 from .. import _ops  # noqa: F401  (registers torch.ops.fusedopt.adafactor_)
 from .. import distributed as _dist
-from .base import HookedLoad
+from .base import HookedLoad, PlanCache, _Plan
 
 AF_RELATIVE_STEP = 1 << 0
 AF_SCALE_PARAMETER = 1 << 1
@@ -42,7 +44,7 @@ def _num(name: str, v, lo: float = 0.0, lo_open: bool = False, hi: Optional[floa
     return x
 
 
-class _AdafactorBase(HookedLoad, Optimizer):
+class _AdafactorBase(HookedLoad, PlanCache, Optimizer):
     _torch_semantics = False
     _step_supports_amp_scaling = True  # GradScaler hands grad_scale / found_inf to step()
     _row_key, _col_key, _var_key = "exp_avg_sq_row", "exp_avg_sq_col", "exp_avg_sq"
@@ -111,54 +113,74 @@ class _AdafactorBase(HookedLoad, Optimizer):
         return False
 
     def _extra_lists(self, group, sts: list, ps: list) -> tuple:
+        """The exp_avg and RMS lists of a bucket (made once per plan)."""
         raise NotImplementedError
+
+    def _build_plan(self, gi: int, group, grads: list) -> _Plan:
+        """Buckets of one group by (device, dtype, sharded): validated params, their states (created here)
+        and the op's lists; a grad list is taken per step (bucket["idx"] indexes the group's params)."""
+        buckets: dict = {}
+        for pi, (p, g) in enumerate(zip(group["params"], grads)):
+            if g is None:
+                continue
+            sharded = False
+            if _dist.is_dtensor(p):
+                _dist.check_layout(p, self._where(gi, pi))
+                _dist.check_grad(p, g, self._where(gi, pi))
+                sharded = bool(_dist.sharded_mesh_dims(p))
+            self._validate(_dist.local(p), _dist.local(g), gi, pi)
+            st = self._init_state(p, group)
+            b = buckets.setdefault((p.device, p.dtype, sharded), dict(idx=[], params=[], states=[]))
+            b["idx"].append(pi)
+            b["params"].append(p)
+            b["states"].append(st)
+        plan = _Plan()
+        for (dev, dt, sharded), b in buckets.items():
+            b.update(device=dev, dtype=dt, sharded=sharded)
+            exp_avg, rms = self._extra_lists(group, b["states"], b["params"])
+            if not sharded:
+                ps, sts = [_dist.local(p) for p in b["params"]], b["states"]
+                b["local"] = ps
+                b["rows"] = [_dist.local(st[self._row_key] if p.dim() >= 2 else st[self._var_key]).view(
+                    p.shape[:-1] if p.dim() >= 2 else p.shape) for p, st in zip(ps, sts)]
+                b["cols"] = [_dist.local(st[self._col_key]).view(p.shape[:-2] + p.shape[-1:]) if p.dim() >= 2
+                             else st["step"] for p, st in zip(ps, sts)]
+                b["exp_avg"] = [_dist.local(m) for m in exp_avg]
+                b["steps"] = [st["step"] for st in sts]
+                b["rms"] = rms
+            plan.append(b)
+        plan.dtensor = any(_dist.is_dtensor(p) for p in group["params"])
+        return plan
+
+    def _plan_key(self, group) -> tuple:
+        return (group.get("beta1") is not None,)  # beta1 switched on later: an exp_avg list
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
-        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
+        loss, grad_scale, found_inf, compiling = self._begin_step(closure)
         for gi, group in enumerate(self.param_groups):
-            buckets: dict = {}
-            for pi, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None:
-                    continue
-                sharded = False
-                if _dist.is_dtensor(p):
-                    _dist.check_layout(p, self._where(gi, pi))
-                    _dist.check_grad(p, g, self._where(gi, pi))
-                    sharded = bool(_dist.sharded_mesh_dims(p))
-                self._validate(_dist.local(p), _dist.local(g), gi, pi)
-                st = self._init_state(p, group)
-                buckets.setdefault((p.device, p.dtype, sharded), []).append((p, g, st))
+            grads = [p.grad for p in group["params"]]
+            plan = self._group_plan(gi, group, grads, compiling)
             if self._init_only(group):
                 continue
-            for (dev, dt, sharded), items in buckets.items():
-                ps = [_dist.local(x[0]) for x in items]
-                gs = [_dist.local(x[1]) for x in items]
-                sts = [x[2] for x in items]
+            for b in plan:
+                dev = b["device"]
                 fi = None if found_inf is None else found_inf.to(device=dev, dtype=torch.float32)
-                if grad_scale is not None:
-                    # GradScaler's contract: the optimizer unscales (into .grad, as torch's fused kernels)
-                    torch._foreach_div_(gs, grad_scale.to(dev))
-                if sharded:  # sums over the mesh between the passes: the DTensor path
-                    hyper, flags = self._hyper_flags(group, dt)
-                    self._extra_lists(group, sts, [x[0] for x in items])
-                    _sharded_step(self, items, hyper, flags, fi)
+                gsc = None if grad_scale is None else grad_scale.to(device=dev, dtype=torch.float32)
+                hyper, flags = self._hyper_flags(group, b["dtype"])
+                if b["sharded"]:  # sums over the mesh between the passes: the DTensor path
+                    items = [(p, grads[i], st) for p, i, st in zip(b["params"], b["idx"], b["states"])]
+                    _sharded_step(self, items, hyper, flags, fi, gsc)
                     continue
-                rows = [_dist.local(st[self._row_key] if p.dim() >= 2 else st[self._var_key]) for p, st in zip(ps, sts)]
-                cols = [_dist.local(st[self._col_key]) if p.dim() >= 2 else st["step"] for p, st in zip(ps, sts)]
-                rows = [r.view(p.shape[:-1]) if p.dim() >= 2 else r for r, p in zip(rows, ps)]
-                cols = [c.view(p.shape[:-2] + p.shape[-1:]) if p.dim() >= 2 else c for c, p in zip(cols, ps)]
-                exp_avg, rms = self._extra_lists(group, sts, [x[0] for x in items])
-                exp_avg = [_dist.local(m) for m in exp_avg]
-                hyper, flags = self._hyper_flags(group, dt)
-                torch.ops.fusedopt.adafactor_(ps, gs, rows, cols, exp_avg, [st["step"] for st in sts], rms,
-                                              hyper=hyper, flags=flags, found_inf=fi)
+                gs = [_dist.local(grads[i]) for i in b["idx"]]
+                try:
+                    torch.ops.fusedopt.adafactor_(b["local"], gs, b["rows"], b["cols"], b["exp_avg"], b["steps"],
+                                                  b["rms"], hyper=hyper, flags=flags, found_inf=fi, grad_scale=gsc)
+                except RuntimeError:
+                    if not compiling:  # a grad that changed since the plan was made: name the param
+                        for pi, p in zip(b["idx"], b["params"]):
+                            self._validate(_dist.local(p), _dist.local(grads[pi]), gi, pi)
+                    raise
         return loss
 
     def __setstate__(self, state):
@@ -175,6 +197,7 @@ class _AdafactorBase(HookedLoad, Optimizer):
         saved_groups = state_dict["param_groups"]
         saved_state = state_dict["state"]
         super()._load_state(state_dict)
+        self._plans = {}
         ids = [i for g in saved_groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         group_of = {id(p): g for g in self.param_groups for p in g["params"]}
@@ -326,7 +349,7 @@ class AdafactorTorch(_AdafactorBase):
         return p.shape[:-2] + (1,) + p.shape[-1:]
 
     def _extra_lists(self, group, sts, ps):
-        return [], list(torch.empty(len(ps), dtype=torch.float32, device=ps[0].device).unbind())
+        return [], list(torch.empty(len(ps), dtype=torch.float32, device=ps[0].device).unbind())  # RMS: unused
 
     def _hyper_flags(self, group, dtype):
         eps1 = group["eps"][0]
@@ -361,7 +384,8 @@ def _ema(old: Tensor, x: Tensor, torch_sem: bool, beta2t: float, ema_w: float) -
     return old * beta2t + x * ema_w
 
 
-def _sharded_step(opt, items: list, hyper: list, flags: int, found_inf: Optional[Tensor]) -> None:
+def _sharded_step(opt, items: list, hyper: list, flags: int, found_inf: Optional[Tensor],
+                  grad_scale: Optional[Tensor] = None) -> None:
     """One Adafactor step of DTensor params sharded on their meshes (items: (param, grad, state)),
     the math of csrc/core/adafactor.h in torch ops on the local shards. Partial sums go over the mesh
     dims that shard the summed dims, batched into one all-reduce per pass and key: (1) sum p^2, the
@@ -371,6 +395,8 @@ def _sharded_step(opt, items: list, hyper: list, flags: int, found_inf: Optional
     Per-tensor scalars are computed on the host (found_inf and the step are read there)."""
     if found_inf is not None and float(found_inf) != 0.0:
         return
+    if grad_scale is not None:  # GradScaler's contract: the optimizer unscales (into .grad), as the kernel does
+        torch._foreach_div_([_dist.local(g) for _, g, _ in items], grad_scale)
     torch_sem = bool(flags & AF_TORCH)
     lr, eps1, eps2, clip, decay_rate, beta1, wd = hyper
     gsign = -1.0 if flags & AF_MAXIMIZE else 1.0

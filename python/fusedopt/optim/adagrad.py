@@ -2,7 +2,7 @@
 keys and state keys), each step one fused kernel per bucket."""
 from __future__ import annotations
 
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["Adagrad"]
@@ -39,7 +39,7 @@ class Adagrad(FusedOptimizer):
         return float(group["initial_accumulator_value"])
 
     def _hyper(self, group):
-        return [group["lr_decay"], group["weight_decay"], group["eps"]]
+        return dict(lr_decay=group["lr_decay"], weight_decay=group["weight_decay"], eps=group["eps"])
 
     def share_memory(self) -> None:
         """Calls tensor.share_memory_() on the state sum tensors (as torch.optim.Adagrad)."""

@@ -1,8 +1,9 @@
 """FusedOptimizer: the one base class of fusedopt's per-element optimizers.
 
-A subclass names its op and says, per param group, which state slots are in use,
-which hyperparameters the kernel reads, and its rule flags. The base class does the
-rest: lazy state, grouping of a param group's tensors by (device, param dtype) into
+A subclass names its op (`_rule`, a rule of csrc/core/rule_table.h) and says, per param group, the
+values of the hyperparameters, flags and variant fields its rule's header declares, by name
+(`_hyper`, `_flags`, `_variant`: dicts). The base class orders and packs them (fusedopt._ops.Rule),
+derives the state lists in use from the variant, and does the rest: lazy state, grouping of a param group's tensors by (device, param dtype) into
 one op call each, AMP (`grad_scale` / `found_inf` from torch.amp.GradScaler handed to
 the kernel), tensor lr, and a state_dict that loads both ways with torch.optim
 without casting states to the param dtype.
@@ -23,10 +24,10 @@ hook(kind, tensor) with kind "global_sumsq" or "tensor_sums".
 DTensor params (FSDP2, tensor parallel): the kernels run on the local shards, states are DTensors laid
 out as the param (docs/distributed.md).
 
-Per-step host work: after the first step the tensor lists of each bucket are cached,
-so a step costs one pass over `p.grad` plus one op call per bucket. The cache is
-rebuilt when the set of params with grads changes, or after load_state_dict /
-add_param_group.
+Per-step host work: after the first step the tensor lists of each bucket are cached
+(PlanCache, shared with Adafactor), so a step costs one pass over `p.grad` plus one op call
+per bucket. The cache is rebuilt when the set of params with grads changes, or after
+load_state_dict / add_param_group.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import distributed as _dist
-from .._ops import FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, VARIANT_SHIFT, op
+from .._ops import _VARIANT_SHIFT, FLAG_MAXIMIZE, FLAG_STOCH_ROUND, RULES, SIGNED_KEYS, op
 from ..q8 import ABSMAX_SUFFIX, OVERRIDE_ATTR, dequantize_blockwise, quantize_blockwise
 
 
@@ -106,12 +107,43 @@ def _check_scalar(name: str, value, lo: float = 0.0, hi: Optional[float] = None,
 
 
 def check_betas(betas, n: int = 2):
-    if len(betas) != n:
-        raise ValueError(f"Invalid betas: {betas} (need {n} values)")
+    """Each beta in [0, 1) (an out-of-range value is named before a wrong count), then the count."""
     for i, b in enumerate(betas):
         if isinstance(b, Tensor):
             raise ValueError(f"betas[{i}] as a Tensor is not supported by fusedopt; pass a float")
         _check_scalar(f"beta parameter at index {i}", b, 0.0, 1.0)
+    if len(betas) != n:
+        raise ValueError(f"Invalid betas: {betas} (need {n} values)")
+
+
+def _check_betas_ranges(betas, ranges):
+    """Each beta in its range (checked index by index, so an out-of-range value is named before a
+    wrong count), then the count. ranges[i] = (lo, hi or None, hi_open)."""
+    for i, b in enumerate(betas):
+        if isinstance(b, Tensor):
+            raise ValueError(f"betas[{i}] as a Tensor is not supported by fusedopt; pass a float")
+        if i < len(ranges):
+            lo, hi, hi_open = ranges[i]
+            _check_scalar(f"beta parameter at index {i}", b, lo, hi, hi_open)
+    if len(betas) != len(ranges):
+        raise ValueError(f"Invalid betas: {betas} (need {len(ranges)} values)")
+
+
+_UNIT = (0.0, 1.0, True)  # [0, 1)
+_NONNEG = (0.0, None, True)  # >= 0 (beta0 of PNM: default 1.0)
+
+
+# The storage options every class documents (its docstring ends with this)
+_FUSED_DOC = """
+    fusedopt extras (keyword-only): ``state_dtype`` (None = float32, or torch.bfloat16) and
+    ``param_rounding`` ("nearest", or for bfloat16 params "stochastic" / "kahan").
+    ``foreach`` is accepted and ignored (always fused); ``fused=False`` and
+    ``differentiable=True`` are refused. ``capturable`` is accepted: steps live on the param's
+    device and lr / found_inf / grad_scale are read on the device, so every step is capturable.
+    ``state_bits`` (32; 16 = bfloat16 states; 8 = block-wise 8-bit states), ``min_8bit_size``
+    (4096: smaller params keep 32-bit states) and ``block_size`` (256: elements per 8-bit absmax
+    block) choose how states are stored (docs/algorithms.md §19).
+"""
 
 
 class HookedLoad:
@@ -142,6 +174,56 @@ class HookedLoad:
         Optimizer.load_state_dict(self, state_dict)
 
 
+class PlanCache:
+    """Per param group, the lists a step hands its ops (a plan: validated params, their states and
+    buckets), built once and reused while the group's params with grads, `_plan_key(group)` and (DTensor
+    params: FSDP2 may swap a shard's local tensor) the local tensors stay the same. Never cached while
+    torch.compile traces. Cleared by add_param_group, __setstate__ and the classes' load_state_dict.
+    Subclasses define `_build_plan(gi, group, grads) -> _Plan` and may define `_plan_key(group)`."""
+
+    _plans: dict
+
+    def _plan_key(self, group) -> tuple:
+        return ()
+
+    def _build_plan(self, gi: int, group, grads: list) -> "_Plan":
+        raise NotImplementedError
+
+    def _group_plan(self, gi: int, group, grads: list, compiling: bool = False) -> list:
+        """_build_plan of group gi, cached between steps (see the class docstring)."""
+        if compiling:
+            return self._build_plan(gi, group, grads)
+        mask = (tuple(g is not None for g in grads), self._plan_key(group))
+        cached = self._plans.get(gi)
+        if cached is not None and cached[1].dtensor:  # FSDP2 may swap a sharded param's local tensor
+            mask += (tuple(id(_dist.local(p)) for p in group["params"]),)
+        if cached is None or cached[0] != mask:
+            plan = self._build_plan(gi, group, grads)
+            if plan.dtensor:
+                mask = mask[:2] + (tuple(id(_dist.local(p)) for p in group["params"]),)
+            cached = (mask, plan)
+            self._plans[gi] = cached
+        return cached[1]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._plans = {}
+
+    def _begin_step(self, closure) -> tuple:
+        """The start of a step(): (the closure's loss, GradScaler's grad_scale and found_inf, whether
+        torch.compile is tracing)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        return (loss, getattr(self, "grad_scale", None), getattr(self, "found_inf", None),
+                torch.compiler.is_compiling())
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._plans = {}
+
+
 class _Bucket(tuple):
     """One bucket of a plan (see _build_plan) and the lr factor of its params' overrides."""
 
@@ -151,7 +233,7 @@ class _Bucket(tuple):
         return b
 
 
-class FusedOptimizer(HookedLoad, Optimizer):
+class FusedOptimizer(HookedLoad, PlanCache, Optimizer):
     """Base of every fused per-element optimizer (see module docstring)."""
 
     _rule: str = ""  # op name in fusedopt._ops.RULES
@@ -195,15 +277,28 @@ class FusedOptimizer(HookedLoad, Optimizer):
         super().__init__(params, defaults)
 
     # -- subclass hooks ---------------------------------------------------------------
-    def _active_slots(self, group) -> tuple:
-        """Which of RULES[op].slots this group uses (default: all)."""
-        return tuple(True for _ in RULES[self._rule].slots)
-
-    def _hyper(self, group) -> list:
+    def _hyper(self, group) -> dict:
+        """{name: value} of every hyperparameter of the rule's header (kHyper) for this group."""
         raise NotImplementedError
 
-    def _rule_flags(self, group) -> int:
-        return 0
+    def _flags(self, group) -> dict:
+        """{name: bool} of every rule flag of the header (kFlags)."""
+        return {}
+
+    def _variant(self, group) -> dict:
+        """{name: value} of the header's variant fields (kVariant); a field named as a hyperparameter may be
+        left out: it is set when that hyperparameter is non-zero (SGD's momentum)."""
+        return {}
+
+    def _step_lr(self, group):
+        """Called once per group and step, before its op calls: the lr the kernels get (default the
+        group's; Schedule-Free advances its per-group schedule here and returns the scheduled lr)."""
+        return group["lr"]
+
+    def _active_slots(self, group) -> tuple:
+        """Which of the rule's state lists this group uses: those of its variant (the header's slot_mask)."""
+        spec = RULES[self._rule]
+        return spec.active_slots(spec.variant_index(self._variant(group), self._hyper(group)))
 
     def _wants_global_sumsq(self, group) -> bool:
         """Whether this group's op reads the global grad sum of squares (global_in)."""
@@ -255,9 +350,10 @@ class FusedOptimizer(HookedLoad, Optimizer):
         self._gkeys = (ids, keys)
         return keys
 
-    def _state_init_value(self, key: str, group) -> float:
-        """Value a new per-element state starts at (default 0; Adagrad's sum: initial_accumulator_value)."""
-        return 0.0
+    def _state_init_value(self, key: str, group):
+        """Value a new per-element state starts at: the header's (0, or "param": a copy of the param;
+        Adagrad's sum: initial_accumulator_value)."""
+        return RULES[self._rule].inits[key]
 
     # -- options ------------------------------------------------------------------------
     _supports_8bit = True  # False: a rule whose passes cannot keep 8-bit states (KOALA) ...
@@ -298,11 +394,9 @@ class FusedOptimizer(HookedLoad, Optimizer):
             g["state_dtype"] = torch.bfloat16
         self._check_state_options(g.get("state_dtype"), g.get("param_rounding", "nearest"), g.get("state_bits", 32),
                                   g.get("min_8bit_size", 4096), g.get("block_size", 256))
-        self._plans = {}
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self._plans = {}
         for g in self.param_groups:
             self._fill_defaults(g)
 
@@ -418,6 +512,22 @@ class FusedOptimizer(HookedLoad, Optimizer):
         _memory_view(codes).copy_(c)
         return codes, am
 
+    @torch.no_grad()
+    def _lerp_to_state(self, group, key: str, weight: float) -> None:
+        """p <- lerp(p, state[key], weight) for every param of the group that has the state (8-bit codes
+        decoded; DTensors on their local shards): Schedule-Free's train() / eval()."""
+        for p in group["params"]:
+            st = self.state.get(p)
+            if not st or key not in st:
+                continue
+            pl, v = _dist.local(p), _dist.local(st[key])
+            if v.dtype == torch.uint8:
+                am = _dist.local(st[key + ABSMAX_SUFFIX]).reshape(-1)
+                vals = dequantize_blockwise(_memory_view(v), am, group.get("block_size", 256), SIGNED_KEYS[key])
+                v = torch.empty_like(pl, dtype=torch.float32)
+                _memory_view(v).copy_(vals)
+            pl.lerp_(v.to(pl.dtype), weight)
+
     def _ensure_state(self, p: Tensor, group, slots_on: tuple) -> dict:
         state = self.state[p]
         if "step" not in state:
@@ -428,7 +538,8 @@ class FusedOptimizer(HookedLoad, Optimizer):
         sdt = self._state_dtype_for(p, group)
         for key, on in zip(RULES[self._rule].slots, slots_on):
             if on and key not in state:
-                init = _dist.full_like(p, self._state_init_value(key, group), sdt)
+                value = self._state_init_value(key, group)
+                init = p.detach().to(dtype=sdt, copy=True) if value == "param" else _dist.full_like(p, value, sdt)
                 if q8:
                     state[key], state[key + ABSMAX_SUFFIX] = self._quantized_state(init, p, key,
                                                                                    group.get("block_size", 256))
@@ -488,26 +599,20 @@ class FusedOptimizer(HookedLoad, Optimizer):
         plan.nparams = len(group["params"])
         return plan
 
-    def _group_plan(self, gi: int, group, grads: list, compiling: bool = False) -> list:
-        """_build_plan of group gi, cached between steps (rebuilt when the params with grads or the
-        slots in use change; never cached while torch.compile traces)."""
-        if compiling:
-            return self._build_plan(gi, group, grads)
+    def _plan_key(self, group) -> tuple:
         # the slots in use are part of the key: a group may switch on momentum / amsgrad later
-        mask = (tuple(g is not None for g in grads), self._active_slots(group))
-        cached = self._plans.get(gi)
-        if cached is not None and cached[1].dtensor:  # FSDP2 may swap a sharded param's local tensor
-            mask += (tuple(id(_dist.local(p)) for p in group["params"]),)
-        if cached is None or cached[0] != mask:
-            plan = self._build_plan(gi, group, grads)
-            if plan.dtensor:
-                mask = mask[:2] + (tuple(id(_dist.local(p)) for p in group["params"]),)
-            cached = (mask, plan)
-            self._plans[gi] = cached
-        return cached[1]
+        return self._active_slots(group)
 
-    def _group_flags(self, group) -> int:
-        flags = self._rule_flags(group)
+    def _group_flags(self, group, hyper: Optional[dict] = None) -> int:
+        """The op's flags: the rule's flags and variant (packed from the header's names), maximize and
+        stochastic rounding."""
+        return RULES[self._rule].pack_flags(self._flags(group), self._variant(group),
+                                            self._hyper(group) if hyper is None else hyper) | self._engine_flags(group)
+
+    @staticmethod
+    def _engine_flags(group) -> int:
+        """The engine's flags of a group (config.h): maximize, stochastic rounding."""
+        flags = 0
         if group.get("maximize", False):
             flags |= FLAG_MAXIMIZE
         if group.get("param_rounding") == "stochastic":
@@ -516,16 +621,11 @@ class FusedOptimizer(HookedLoad, Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        grad_scale: Optional[Tensor] = getattr(self, "grad_scale", None)
-        found_inf: Optional[Tensor] = getattr(self, "found_inf", None)
-        compiling = torch.compiler.is_compiling()
+        loss, grad_scale, found_inf, compiling = self._begin_step(closure)
         gsq = self._global_sumsq(grad_scale) if self._global_in else None
         for gi, group in enumerate(self.param_groups):
-            if not compiling and self._fast_step(gi, group, grad_scale, found_inf):
+            lr = self._step_lr(group)
+            if not compiling and self._fast_step(gi, group, lr, grad_scale, found_inf):
                 continue
             grads = [p.grad for p in group["params"]]
             plan = self._group_plan(gi, group, grads, compiling)
@@ -533,9 +633,9 @@ class FusedOptimizer(HookedLoad, Optimizer):
                 continue
             if plan.dtensor:
                 grads = [_dist.local(g) for g in grads]
-            hyper = self._hyper(group)
-            flags = self._group_flags(group)
-            lr = group["lr"]
+            named = self._hyper(group)
+            hyper = RULES[self._rule].pack_hyper(named)
+            flags = self._group_flags(group, named)
             if isinstance(lr, Tensor):
                 lr_f0, lr_t0 = 0.0, lr
             else:
@@ -583,7 +683,7 @@ class FusedOptimizer(HookedLoad, Optimizer):
                     raise
         return loss
 
-    def _fast_step(self, gi: int, group, grad_scale, found_inf) -> bool:
+    def _fast_step(self, gi: int, group, lr, grad_scale, found_inf) -> bool:
         """The step of group gi through its buckets' kept plans (csrc/torch/ops.cpp: Plan), if it can take
         one: the group's plan exists (one slow step made it), the rule is single-pass on plain tensors,
         the slots in use are the same and no param that had no grad has one now. Each bucket's lists
@@ -593,16 +693,16 @@ class FusedOptimizer(HookedLoad, Optimizer):
         if cached is None:
             return False
         plan = cached[1]
-        if (not plan.fast or plan.nparams != len(group["params"]) or cached[0][1] != self._active_slots(group)
+        if (not plan.fast or plan.nparams != len(group["params"]) or cached[0][1] != self._plan_key(group)
                 or any(p.grad is not None for p in plan.missing)):
             return False
-        hyper = [float(h) for h in self._hyper(group)]
-        flags = self._group_flags(group)
-        lr = group["lr"]
+        named = self._hyper(group)
+        hyper = [float(h) for h in RULES[self._rule].pack_hyper(named)]
+        flags = self._group_flags(group, named)
         lr_f0, lr_t0 = (0.0, lr) if isinstance(lr, Tensor) else (float(lr), None)
         block = group.get("block_size", 256)
         nslots = len(RULES[self._rule].slots)
-        fixed = flags & ~((1 << VARIANT_SHIFT) - 1 - FLAG_STOCH_ROUND)  # variant and rounding: fixed in a plan
+        fixed = flags & ~((1 << _VARIANT_SHIFT) - 1 - FLAG_STOCH_ROUND)  # variant and rounding: fixed in a plan
         for bucket in plan:  # every bucket's plan first: a step is taken whole or not at all
             if getattr(bucket, "handle_fixed", fixed) != fixed:
                 bucket.handle = None  # the group switched variant or rounding: a new plan

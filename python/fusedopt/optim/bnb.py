@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .pnm import Lion
+from .lion import Lion
 from .rmsprop import RMSprop
 from .sgd import SGD
 

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from .. import distributed as _dist
-from .._ops import VARIANT_SHIFT, op
-from .adam import _FUSED_DOC
+from .._ops import RULES, op
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["VanillaKOALA", "MomentumKOALA", "KOALA"]
@@ -133,14 +133,11 @@ class _KOALABase(FusedOptimizer):
         return self.alpha_r * glob["R"] + (1.0 - self.alpha_r) * loss_sq_mean
 
     # -- FusedOptimizer hooks ----------------------------------------------------------------
-    def _active_slots(self, group):
-        return (self._momentum, self._momentum)
+    def _hyper(self, group):  # koala_norms and koala take the same
+        return dict(weight_decay=float(group["weight_decay"]))
 
-    def _hyper(self, group):
-        return [float(group["weight_decay"])]
-
-    def _rule_flags(self, group):
-        return (1 << VARIANT_SHIFT) if self._momentum else 0
+    def _variant(self, group):
+        return dict(momentum=self._momentum)
 
     # -- step -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -220,7 +217,7 @@ class _KOALABase(FusedOptimizer):
                 continue
             if plan.dtensor:
                 grads = [_dist.local(g) for g in grads]
-            hyper = self._hyper(group)
+            hyper = RULES["koala"].pack_hyper(self._hyper(group))
             flags = self._group_flags(group)
             wd = float(group["weight_decay"])
             lr = group["lr"]
@@ -240,7 +237,7 @@ class _KOALABase(FusedOptimizer):
                 try:
                     # pass 1 (read-only, bumps the steps, unscales the grads in place): ||g||^2, ||g~||^2, ||p||^2
                     norms(params, bgrads, steps, comps, hyper=hyper, lr=0.0, grad_scale=gs, found_inf=fi,
-                          flags=0, tensor_out=sums)
+                          flags=RULES["koala_norms"].pack_flags(), tensor_out=sums)
                     self._reduced("tensor_sums", sums, plan.rows[bi] if plan.dtensor else None)
                     g2, gt2, p2 = sums.to(device=dev, dtype=torch.float64).unbind(1)
                     active = ~(g2.sqrt() < _SKIP_NORM)
@@ -445,8 +442,8 @@ class MomentumKOALA(_KOALABase):
         for gi, group in enumerate(self.param_groups):
             for device, params, states, steps, comps, rows, numel in self._predict_plan(gi, group):
                 out = torch.zeros((len(params), 1), dtype=torch.float32, device=device)
-                move(params, *states, steps, comps, hyper=[self.a], lr=0.0, flags=self._group_flags(group) & ~(
-                    1 << VARIANT_SHIFT), tensor_out=out)
+                move(params, *states, steps, comps, hyper=RULES["koala_predict"].pack_hyper(dict(a=self.a)), lr=0.0,
+                     flags=RULES["koala_predict"].pack_flags() | self._engine_flags(group), tensor_out=out)
                 if rows is not None:
                     rows(out)
                 sq = sq + out.to(device=dev, dtype=torch.float64).sum()

@@ -1,8 +1,7 @@
 """NAdam: a drop-in replacement of torch.optim.NAdam (state keys step, exp_avg, exp_avg_sq, mu_product)."""
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["NAdam"]
@@ -33,7 +32,8 @@ class NAdam(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"], group["momentum_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"],
+                    momentum_decay=group["momentum_decay"])
 
-    def _rule_flags(self, group):
-        return (1 << RULE_FLAG_SHIFT) if group.get("decoupled_weight_decay", False) else 0
+    def _flags(self, group):
+        return dict(decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)))

@@ -1,14 +1,13 @@
 """Padam (partially adaptive momentum), fused: the base optimizer of GadamX (docs/algorithms.md §18)."""
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["Padam"]
 
 
 def _exponent_kind(partial: float) -> int:
-    """Variant bits 1-2 of padam.h: 0 for exponent 2*partial in (0.5, 1), 2 for 0.25, else 1 (pow)."""
+    """padam.h's variant field "exponent": 0 for exponent 2*partial in (0.5, 1), 2 for 0.25, else 1 (pow)."""
     e = 2.0 * partial
     return 0 if e in (0.5, 1.0) else 2 if e == 0.25 else 1
 
@@ -51,19 +50,15 @@ class Padam(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (True, True, bool(group["amsgrad"]))
-
     def _hyper(self, group):
         b1, b2 = group["betas"]
         partial = float(group["partial"])
         if not (0.0 < partial <= 1.0):
             raise ValueError(f"Invalid partial: {partial} (must be in (0, 1])")
-        return [b1, b2, group["eps"], group["weight_decay"], partial]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"], partial=partial)
 
-    def _rule_flags(self, group):
-        flags = (1 << VARIANT_SHIFT) if group["amsgrad"] else 0
-        flags |= _exponent_kind(float(group["partial"])) << (VARIANT_SHIFT + 1)
-        if group["decoupled_wd"]:
-            flags |= 1 << RULE_FLAG_SHIFT
-        return flags
+    def _flags(self, group):
+        return dict(decoupled_wd=bool(group["decoupled_wd"]))
+
+    def _variant(self, group):
+        return dict(amsgrad=bool(group["amsgrad"]), exponent=_exponent_kind(float(group["partial"])))

@@ -1,8 +1,7 @@
 """RAdam: torch.optim.RAdam's rule by default, or the official repository's with variant="official"."""
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["RAdam"]
@@ -51,13 +50,11 @@ class RAdam(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        official = group.get("variant", "torch") == "official"
-        flags = (1 << VARIANT_SHIFT) if official else 0
-        if group.get("decoupled_weight_decay", False):
-            flags |= 1 << RULE_FLAG_SHIFT
-        if group.get("degenerated_to_sgd", False):
-            flags |= 2 << RULE_FLAG_SHIFT
-        return flags
+    def _flags(self, group):
+        return dict(decoupled_weight_decay=bool(group.get("decoupled_weight_decay", False)),
+                    degenerated_to_sgd=bool(group.get("degenerated_to_sgd", False)))
+
+    def _variant(self, group):
+        return dict(variant=group.get("variant", "torch"))

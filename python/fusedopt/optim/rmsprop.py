@@ -2,8 +2,7 @@
 keys and state keys), each step one fused kernel per bucket."""
 from __future__ import annotations
 
-from .._ops import VARIANT_SHIFT
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["RMSprop"]
@@ -48,13 +47,10 @@ class RMSprop(FusedOptimizer):
                                   param_group.get("state_bits", self.defaults.get("state_bits", 32)))
         super().add_param_group(param_group)
 
-    def _active_slots(self, group):
-        return (True, group["momentum"] > 0, bool(group["centered"]))
+    def _hyper(self, group):  # the variant "momentum" (a buffer) follows momentum != 0 (rmsprop.h)
+        return dict(alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
+                    momentum=group["momentum"])
 
-    def _hyper(self, group):
-        return [group["alpha"], group["eps"], group["weight_decay"], group["momentum"]]
-
-    def _rule_flags(self, group):
+    def _variant(self, group):
         self._check_centered_8bit(group["centered"], group.get("state_bits", 32))  # the group may have been edited
-        variant = (1 if group["momentum"] > 0 else 0) | (2 if group["centered"] else 0)
-        return variant << VARIANT_SHIFT
+        return dict(centered=bool(group["centered"]))

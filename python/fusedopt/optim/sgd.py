@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
-from .adam import _FUSED_DOC
+from .base import _FUSED_DOC
 from .base import FusedOptimizer, _check_scalar
 
 __all__ = ["SGD"]
@@ -43,17 +42,12 @@ class SGD(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, differentiable=differentiable,
                          **options)
 
-    def _active_slots(self, group):
-        return (group["momentum"] != 0,)
+    def _hyper(self, group):  # the variant "momentum" (a buffer) follows momentum != 0 (sgd.h)
+        return dict(momentum=float(group["momentum"]), dampening=float(group["dampening"]),
+                    weight_decay=float(group["weight_decay"]))
 
-    def _hyper(self, group):
-        return [float(group["momentum"]), float(group["dampening"]), float(group["weight_decay"])]
-
-    def _rule_flags(self, group):
-        flags = (1 << VARIANT_SHIFT) if group["momentum"] != 0 else 0
-        if group["nesterov"]:
-            flags |= 1 << RULE_FLAG_SHIFT  # SGD::kNesterov
-        return flags
+    def _flags(self, group):
+        return dict(nesterov=bool(group["nesterov"]))
 
     def _ensure_state(self, p, group, slots_on):
         state = self.state[p]

@@ -1,7 +1,6 @@
 """Generalized signSGD (Crawshaw et al. 2022), fused (docs/algorithms.md §9)."""
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
 from .base import FusedOptimizer, _check_scalar, check_betas
 
 __all__ = ["SignSGD"]
@@ -47,9 +46,6 @@ class SignSGD(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (True, float(group["betas"][1]) != 0.0)
-
     def _ensure_state(self, p, group, slots_on):
         st = self.state[p]
         fresh_v = slots_on[1] and "exp_avg_sq" not in st and "exp_avg" in st
@@ -60,10 +56,10 @@ class SignSGD(FusedOptimizer):
 
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        flags = (1 << RULE_FLAG_SHIFT) if group["use_bias_correction"] else 0
-        if float(group["betas"][1]) == 0.0:
-            flags |= 1 << VARIANT_SHIFT  # no exp_avg_sq (signsgd.h)
-        return flags
+    def _flags(self, group):
+        return dict(use_bias_correction=bool(group["use_bias_correction"]))
+
+    def _variant(self, group):
+        return dict(no_exp_avg_sq=float(group["betas"][1]) == 0.0)

@@ -1,4 +1,5 @@
-"""AdaBelief and ACProp (Zhuang et al.): fused, with the official packages' arguments and state keys.
+"""AdaBelief (Zhuang et al. 2020; csrc/core/rules/adabelief.h) and the base of its family (ACProp, acprop.py):
+fused, with the official packages' arguments and state keys.
 
 docs/algorithms.md §7 (AdaBelief: adabelief-pytorch 0.2.1 semantics) and §8 (ACProp). Both keep
 `exp_avg`, `exp_avg_var` (+ `max_exp_avg_var` with amsgrad); eps is added into `exp_avg_var` in
@@ -6,12 +7,11 @@ place every step, as the official code does.
 """
 from __future__ import annotations
 
-from .._ops import RULE_FLAG_SHIFT, VARIANT_SHIFT
+from .._ops import RULES
 from .base import FusedOptimizer, _check_scalar, check_betas
 
-__all__ = ["AdaBelief", "ACProp"]
+__all__ = ["AdaBelief"]
 
-_DECOUPLED, _FIXED, _RECTIFY, _DEGENERATE, _MOMENTUM_UPDATE = 1, 2, 4, 8, 16
 
 _FUSED_DOC = """
     fusedopt extras (keyword-only): ``maximize``, ``state_dtype`` (None = float32, or
@@ -42,18 +42,15 @@ class _BeliefBase(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, fused=fused, capturable=capturable,
                          differentiable=differentiable, **options)
 
-    def _active_slots(self, group):
-        return (True, True, bool(group["amsgrad"]))
-
     def _hyper(self, group):
         b1, b2 = group["betas"]
-        return [b1, b2, group["eps"], group["weight_decay"]]
+        return dict(beta1=b1, beta2=b2, eps=group["eps"], weight_decay=group["weight_decay"])
 
-    def _rule_flags(self, group):
-        bits = ((_DECOUPLED if group["weight_decouple"] else 0) | (_FIXED if group["fixed_decay"] else 0)
-                | (_RECTIFY if group["rectify"] else 0) | (_DEGENERATE if group["degenerated_to_sgd"] else 0)
-                | (_MOMENTUM_UPDATE if group.get("momentum_update", False) else 0))
-        return (bits << RULE_FLAG_SHIFT) | ((1 << VARIANT_SHIFT) if group["amsgrad"] else 0)
+    def _flags(self, group):  # ACProp adds momentum_update
+        return {k: bool(group[k]) for k in RULES[self._rule].flags}
+
+    def _variant(self, group):
+        return dict(amsgrad=bool(group["amsgrad"]))
 
 
 class AdaBelief(_BeliefBase):
@@ -80,34 +77,3 @@ class AdaBelief(_BeliefBase):
                  fused=None, **options):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
                          degenerated_to_sgd, {}, foreach, maximize, capturable, differentiable, fused, options)
-
-
-class ACProp(_BeliefBase):
-    __doc__ = """ACProp (Zhuang et al. 2021, "Momentum Centering and Asynchronous Update for Adaptive Gradient
-    Methods"; juntang-zhuang/ACProp-Optimizer optimizers/ACProp.py), fused.
-
-    Arguments and defaults of the official class: lr=1e-3, betas=(0.9, 0.999), eps=1e-16,
-    weight_decay=0, amsgrad=False, weight_decouple=True, fixed_decay=False, rectify=True,
-    degenerated_to_sgd=True, momentum_update=False. The paper's experiments (the repo's main.py)
-    use ``ACProp(params, lr, eps=1e-8, weight_decay=wd, rectify=False, weight_decouple=False,
-    amsgrad=False, momentum_update=False)``: that is the configuration to reproduce the paper.
-
-    Per step t: weight decay as AdaBelief; m = b1 m + (1-b1) g; t=1: p -= lr*m/bc1 (= lr*g, an
-    SGD step, whatever ``rectify`` says); t>1: s += eps (stored), and the denominator uses this
-    s_{t-1}: p -= lr * num / (sqrt(s)/sqrt(1-b2^(t-1)) + eps) with num = g (m/bc1 with
-    momentum_update); rectified (rho_t from t, threshold rho_t >= 5 as adabelief-pytorch):
-    p -= lr r_t sqrt(1-b2^t)/bc1 * num/(sqrt(s)+eps), num = g*bc1 (m with momentum_update), else
-    p -= lr/bc1 * m if degenerated_to_sgd, else no update; finally s = b2 s + (1-b2)(g-m)^2.
-    The official file was not retrievable: the semantics are docs/algorithms.md §8's equations. amsgrad
-    (max of s after the +eps, used by the unrectified branch only) is chosen by analogy with
-    AdaBelief 0.2.1 and is not checked against the official code.
-    """ + _FUSED_DOC
-    _rule = "acprop"
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, weight_decay=0, amsgrad=False,
-                 weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True,
-                 momentum_update=False, *, maximize=False, foreach=None, capturable=False, differentiable=False,
-                 fused=None, **options):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, weight_decouple, fixed_decay, rectify,
-                         degenerated_to_sgd, dict(momentum_update=bool(momentum_update)), foreach, maximize,
-                         capturable, differentiable, fused, options)
