@@ -13,23 +13,41 @@
 //   xn = x / a clamped to [-1, 1] (unsigned: [0, 1]); a == 0 -> xn = 0; NaN -> xn = 0;
 //   +-inf never enter a (absmax ignores non-finite values) and saturate to +-1.
 //   code = #{k : midpoint[k] <= xn}  (nearest map value; an exact midpoint rounds up, as torchao)
-// In the optimizer (not in the standalone codec), signed states are requantized sign-preserving:
-// a non-zero x whose nearest code is 0 or of the other sign moves one code toward x's sign, so a
-// small momentum never collapses to 0 or flips sign (bnb's CUDA kernel does this for negatives).
+// The optimizer (not the standalone codec) requantizes its states by stochastic rounding
+// (q8_state_code). With y = |xn| and H the map's non-negative half (unsigned: all 256 values;
+// signed: value[127..255], 129 values), k the index of the largest H[k] <= y and u in [0, 1):
+//   r = k + 1 if H[k] + u * (H[k+1] - H[k]) < y, else k       (y >= 1: r = the top of H)
+// so the stored magnitude is y's lower or upper neighbour in the map, the upper one with probability
+// (y - H[k]) / (H[k+1] - H[k]): its mean is y, and a value on a code stays there. Then:
+//   signed:   r >= 1 if x != 0 (a small momentum never collapses to 0; bnb's CUDA kernel does this
+//             for negatives), and the code is 127 + r, or 127 - min(r, 127) for negative x (the
+//             map's negative side mirrors its positive one, without -1.0);
+//   unsigned: r >= 1 in a block whose absmax is not 0 (a second moment never decodes to 0).
+// u is a function of (the tensor's position in the launch, its step, the state's list, the
+// element's index) (q8_state_stream, q8_uniform): a step is reproducible, and the CPU and CUDA walks
+// give the same codes.
+// Why (README "8-bit optimizer states", measured on digits): with nearest rounding an EMA state
+// b*s + (1-b)*x stops moving whenever (1-b)|x - s| is under half a code gap (for b2 = 0.999: 500
+// gaps), and a second moment rounded to 0 beside a non-zero first moment gives u = m/eps. The
+// stochastic rounding removes the dead band (it is unbiased), the floor the zeros; the maps and the
+// meaning of a code do not change (old checkpoints load as before).
 //
-// Two encoders give the same code for every float: q8_encode_search (branchless binary search
-// over the 256 midpoints: 8 dependent lookups; used on CUDA) and q8_encode_bucket (CPU: one lookup
-// in a table indexed by the top 16 bits of xn, then one comparison). The bucket table is built by
-// q8_build_buckets, which checks that no bucket holds more than one midpoint (so one comparison
-// suffices); tests/cpp/test_q8.cpp compares the two encoders over the whole float range. The CPU's
-// AVX-512 body first tries a third, gather-free one (q8_build_segments: the maps are piecewise
-// linear) and falls back to the bucket table for values within ~1/4096 step of a midpoint.
+// Two nearest encoders give the same code for every float: q8_encode_search (branchless binary
+// search over the 256 midpoints: 8 dependent lookups; used on CUDA) and q8_encode_bucket (CPU: one
+// lookup in a table indexed by the top 16 bits of xn, then one comparison). The bucket table is
+// built by q8_build_buckets, which checks that no bucket holds more than one midpoint (so one
+// comparison suffices); tests/cpp/test_q8.cpp compares the two encoders over the whole float range.
+// Both also count #{j : H[j] <= y} for the stochastic rounding (over H padded with +inf to 256
+// entries). The CPU's AVX-512 body of the stochastic rounding first tries a gather-free form
+// (q8_build_segments: the maps are piecewise linear) and falls back to the bucket table for values
+// whose threshold comparison is within ~1/2048 of a step.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
 #include "config.h"
+#include "numeric.h"
 #include "q8_maps.h"
 
 namespace fusedopt {
@@ -52,9 +70,12 @@ struct Q8Book {
   const float* mid;     // 256 midpoints, mid[255] = +inf
   const int32_t* bucket;  // CPU: kQ8Buckets first codes (null where unused)
   bool is_signed;
-  const int32_t* packed = nullptr;  // CPU SIMD encoders: see q8_build_packed
-  const uint8_t* planes = nullptr;  // CPU AVX-512 VBMI decoder: byte b of value[k] at planes[256 b + k]
-  const struct Q8Seg* seg = nullptr;  // CPU AVX-512 gather-free encoder: see q8_build_segments
+  // CPU, the optimizer's stochastic rounding (q8_state_code):
+  const float* half = nullptr;        // H padded with +inf to 256 entries (q8_fill_half)
+  const int32_t* hbucket = nullptr;   // q8_build_buckets over half: #{j : H[j] <= y} in one lookup
+  const int32_t* hpacked = nullptr;   // its packed form for the SIMD bodies (q8_build_packed, y >= 0)
+  const uint8_t* planes = nullptr;    // AVX-512 VBMI decoder: byte b of value[k] at planes[256 b + k]
+  const struct Q8Seg* seg = nullptr;  // AVX-512 gather-free form: see q8_build_segments
 };
 
 #define FO_Q8_INF __builtin_huge_valf()
@@ -107,11 +128,49 @@ FO_HD float q8_normalise(float x, float inv, float lo) {
   return xn;
 }
 
-// Sign-preserving adjustment of a signed state's code (see the header comment).
-FO_HD int q8_sign_fix(int code, float x) {
-  code += (x > 0.0f && code <= kQ8ZeroSigned) ? 1 : 0;
-  code -= (x < 0.0f && code >= kQ8ZeroSigned) ? 1 : 0;
-  return code;
+// ---- the optimizer's requantization: stochastic rounding and the floors (see the header) --------
+constexpr int q8_half_size(bool is_signed) { return is_signed ? 256 - kQ8ZeroSigned : 256; }
+
+// H (the non-negative half of a map) padded with +inf to 256 entries, so that the nearest encoders'
+// counting (q8_encode_search, q8_encode_bucket) gives #{j : H[j] <= y} for y in [0, 1).
+FO_HD void q8_fill_half(const float* value, bool is_signed, float* half) {
+  const int z = is_signed ? kQ8ZeroSigned : 0;
+  for (int j = 0; j < 256; ++j) half[j] = j < 256 - z ? value[z + j] : FO_Q8_INF;
+}
+
+// Random stream of one 8-bit state of one tensor at one step: seed = sr_seed(tensor position in
+// the launch, step) (core/storage.h), list = the state's position among the op's state lists.
+FO_HD uint32_t q8_state_stream(uint32_t seed, int list) { return mix32(seed ^ (0x5bd1e995u * uint32_t(list + 1))); }
+
+// Uniform number in [0, 1) of element i (its index in the tensor): the top 23 bits of
+// stream + i * 2^32 / golden ratio (mod 2^32). Over the steps of one element the stream is a new hash
+// each step, so its numbers are independent and uniform; within a step they are a rotation sequence,
+// spread evenly over [0, 1) (and cheap: the SIMD bodies add a constant per vector, and 1 + u is the
+// float with these bits as its mantissa).
+FO_HD float q8_uniform(uint32_t stream, int64_t i) {
+  return float((stream + uint32_t(i) * 0x9e3779b9u) >> 9) * 0x1p-23f;
+}
+
+// y = |q8_normalise(x, inv, lo)| (+0.0 for a zero of either sign).
+FO_HD float q8_state_y(float x, float inv, bool is_signed) {
+  return q8_from_bits(q8_bits(q8_normalise(x, inv, is_signed ? -1.0f : 0.0f)) & 0x7fffffffu);
+}
+
+// The code of x (see the header): y = q8_state_y(x, inv, is_signed), cnt = #{j : H[j] <= y}
+// (any value when y >= 1), u = q8_uniform(...). The CPU's SIMD bodies (cpu/q8_block.h) compute the
+// same operations.
+FO_HD int q8_state_code(const float* half, bool is_signed, int cnt, float x, float y, float inv, float u) {
+  int r = q8_half_size(is_signed) - 1;
+  if (y < 1.0f) {
+    const int k = cnt - 1;
+    const float h0 = half[k];
+    r = k + (h0 + u * (half[k + 1] - h0) < y ? 1 : 0);
+  }
+  if (is_signed) {
+    r = ((x > 0.0f || x < 0.0f) && r < 1) ? 1 : r;
+    return (q8_bits(x) >> 31) ? kQ8ZeroSigned - (r < kQ8ZeroSigned ? r : kQ8ZeroSigned) : kQ8ZeroSigned + r;
+  }
+  return (inv > 0.0f && r < 1) ? 1 : r;
 }
 
 // Inverse scale of a block: 1/absmax, 0 for absmax 0 (every value then encodes as the 0 code).
@@ -151,132 +210,115 @@ inline bool q8_build_buckets(const float* mid, int32_t* bucket) {
   return true;
 }
 
-// The bucket table with the comparison folded in, for the CPU's SIMD encoders (one gather per
-// element instead of two: the bucket's first code, then its midpoint). Entry of a bucket:
-//   bits 0-7: k (its first code, as in `bucket`); bit 24: the midpoint mid[k] lies in the bucket;
-//   bits 8-23: then the low 16 bits of mid[k] (its high 16 bits are the bucket's own).
-// Within a bucket every float shares sign and high 16 bits, so mid[k] <= xn is an integer compare
-// of the low 16 bits: low(mid) <= low(xn) for a positive bucket, low(mid) >= low(xn) for a negative
-// one. A midpoint above the bucket makes the comparison false for all its values (k stays). Returns
-// false if some midpoint lay in the first bucket below its nominal range (xn there would not share
-// its high bits; never true for the two maps). tests/cpp/test_q8.cpp and the engines' ISA test
-// check that the encoders agree.
-inline bool q8_build_packed(const float* mid, const int32_t* bucket, int32_t* packed) {
-  for (int neg = 0; neg < 2; ++neg) {
-    for (uint32_t a = kQ8BucketLo; a <= kQ8BucketHi; ++a) {
-      const int idx = int(a - kQ8BucketLo) + (neg ? kQ8BucketHalf : 0);
-      const int k = bucket[idx];
-      int32_t e = k;
-      if (k < 255) {
-        const uint32_t mb = q8_bits(mid[k]);
-        if ((mb >> 16) == (a | (neg ? 0x8000u : 0u))) {
-          e |= int32_t(1) << 24;
-          e |= int32_t(mb & 0xffffu) << 8;
-        } else {
-          // not in the bucket: then it must lie above all of the bucket's values (count_below)
-          const float top = neg ? (a == kQ8BucketLo ? -0.0f : -q8_from_bits(a << 16))
-                                : (a == kQ8BucketHi ? 1.0f : q8_from_bits((a << 16) | 0xffffu));
-          if (!(mid[k] > top)) return false;
-        }
+// The bucket table over H (q8_fill_half, q8_build_buckets) with the comparison folded in, for the
+// CPU's SIMD bodies of the stochastic rounding (one gather per element instead of two: the bucket's
+// first index, then its value). They look up y >= 0 only: kQ8BucketHalf entries, entry of a bucket:
+//   bits 0-7: k (#{j : H[j] below the bucket}, as in `bucket`); bit 24: H[k] lies in the bucket;
+//   bits 8-23: then the low 16 bits of H[k] (its high 16 bits are the bucket's own),
+// so #{j : H[j] <= y} = k + (bit 24 and low(H[k]) <= low(y)), an integer compare. An H[k] above the
+// bucket counts for none of its values; the first bucket's H[0] = 0 counts for all of them (entry
+// k + 1). Returns false if some H[k] lies elsewhere (never for the two maps).
+inline bool q8_build_packed(const float* half, const int32_t* bucket, int32_t* packed) {
+  for (uint32_t a = kQ8BucketLo; a <= kQ8BucketHi; ++a) {
+    const int idx = int(a - kQ8BucketLo);
+    const int k = bucket[idx];
+    int32_t e = k;
+    if (k < 255) {
+      const uint32_t hb = q8_bits(half[k]);
+      const float bottom = a == kQ8BucketLo ? 0.0f : q8_from_bits(a << 16);
+      const float top = a == kQ8BucketHi ? 1.0f : q8_from_bits((a << 16) | 0xffffu);
+      if ((hb >> 16) == a) {
+        e |= int32_t(1) << 24;
+        e |= int32_t(hb & 0xffffu) << 8;
+      } else if (half[k] <= bottom) {
+        e = k + 1;
+      } else if (!(half[k] > top)) {
+        return false;
       }
-      packed[idx] = e;
     }
+    packed[idx] = e;
   }
   return true;
 }
 
-// ---- segment table of the CPU's AVX-512 encoder (no table gather) -------------------------------
-// Both maps are piecewise linear in |x|: 0, then one run of evenly spaced values per decade
-// (10^-7..10^-6, ..., 0.1..1), then 1.0. Write V[0..nv) for the map's non-negative values (the
-// signed map from its code 127 on) and P[i] for the midpoint between V[i] and V[i + 1]. For y >= 0,
-// r(y) = #{i : P[i] <= y}: the code of y is r (unsigned map) or 127 + r (signed), and that of -y is
-// 127 - min(r, 127) (the signed map's negative side mirrors its positive one, without -1.0), except
-// where y equals a midpoint exactly (there the negative side rounds the other way).
-// A segment is one such run V[b..b+n): for y between its lower threshold P[b-1] and the next
-// segment's, r = b + j where j counts the run's own midpoints P[b..b+n-1) <= y, which are nearly
-// evenly spaced. So r = min(floor(t), b + n - 1), t = fma(y, a, c), with a and c fitted to put
-// P[b+j] at t = b + j + 1 + eps. Where the fit is within eps of every midpoint (checked below,
-// against the float rounding of the fma at each midpoint and at the float just below it: t is
-// monotone in y), floor(t) is r unless frac(t) < 2 eps (y within about eps steps of a midpoint);
-// the encoder sends such values, and exact threshold ties, to the table encoder instead. The segment
-// of y is the one holding its binade's lowest value, or the next if y is at least the next's
-// threshold (every binade holds at most one threshold: decades are wider than binades).
+// ---- segment table of the CPU's AVX-512 stochastic rounding (no table gather) ------------------
+// H (q8_fill_half) is piecewise linear: 0, then one run of evenly spaced values per decade
+// (10^-7..10^-6, ..., 0.1..1), then 1.0. Cut [0, 1) into segments of intervals [H[j], H[j+1]): the
+// intervals inside one decade form one segment (evenly spaced), every interval between two decades
+// (or from 0, or to 1.0) is a segment of its own. In segment s (intervals j = lo..hi - 1, so
+// H[lo] <= y < H[hi]) a line t = fma(y, a, c) puts every H[j] within eps of j + 2 + 2 eps, so y's
+// threshold comparison of q8_state_code gives r = floor(t - (1 + u)), in [lo, hi], unless its
+// fraction is under 4 eps (t - u - 2 eps within 2 eps of an integer; then the encoder takes the table
+// path: bucket table and gathers). Checked
+// below against the float rounding of the fma at every H[j]; between two H[j] t and the threshold
+// H[k] + u (H[k+1] - H[k]) are both affine, up to a few float roundings (< 1e-4 of a step).
+// The segment of y: the one holding its binade's lowest value, then kQ8SegCmp steps to the next
+// while y >= next[s] (the next segment's H[lo]); binades below 2^-31 all lie in segment 0.
 constexpr float kQ8SegEps = 1.0f / 4096.0f;
-constexpr float kQ8SegTiny = 0x1p-31f;  // y is clamped up to it: binades below 2^-31 are all segment 0
+constexpr int kQ8SegCmp = 2;  // steps to the next segment per binade (the two maps need 2)
 struct Q8Seg {
   alignas(64) int32_t first[32];  // segment holding 2^(e - 127), at [e & 31], e = 96..127 (y's exponent field)
-  alignas(64) float next[16];     // lower threshold of segment s + 1 (+inf after the last)
-  alignas(64) float a[16];        // t = fma(y, a[s], c[s])
+  alignas(64) float next[16];     // H[lo] of segment s + 1 (+inf after the last)
+  alignas(64) float a[16];        // t = fma(y, a[s], c[s]) ~ index + 2 + 2 eps
   alignas(64) float c[16];
-  alignas(64) int32_t top[16];    // b + n - 1: the largest r in segment s
+  alignas(64) int32_t lo[16];     // r in [lo[s], hi[s]]
+  alignas(64) int32_t hi[16];
 };
 
-// Builds the table of a map; false if the map does not have the shape the encoder needs (then the
-// engines keep the table encoder).
-inline bool q8_build_segments(const float* value, const float* mid, bool is_signed, Q8Seg* seg) {
-  const int z = is_signed ? kQ8ZeroSigned : 0;  // code of 0.0
-  const int nv = 256 - z;
-  auto V = [&](int i) { return value[z + i]; };
-  auto P = [&](int i) { return mid[z + i]; };  // i < nv - 1
+// Builds the table of a half map (q8_fill_half); false if it does not have the shape the encoder
+// needs (then the engines keep the table path).
+inline bool q8_build_segments(const float* half, bool is_signed, Q8Seg* seg) {
+  const int nh = q8_half_size(is_signed);
   auto decade = [](float v) { return v > 0.0f ? int(std::floor(std::log10(double(v)))) : -1000; };
-  if (V(0) != 0.0f || V(nv - 1) != 1.0f) return false;
-  int sb[17], ns = 0;
-  for (int i = 0; i < nv; ++i) {
-    if (i > 0 && !(V(i) > V(i - 1))) return false;
-    if (i == 0 || decade(V(i)) != decade(V(i - 1))) {
+  if (half[0] != 0.0f || half[nh - 1] != 1.0f) return false;
+  for (int j = 1; j < nh; ++j)
+    if (!(half[j] > half[j - 1])) return false;
+  int sb[17], ns = 0;  // first interval of each segment
+  for (int j = 0; j + 1 < nh; ++j) {
+    const bool inside = decade(half[j]) == decade(half[j + 1]);
+    const bool joins = j > 0 && inside && decade(half[j - 1]) == decade(half[j]);  // continues the run before
+    if (!joins) {
       if (ns == 16) return false;
-      sb[ns++] = i;
+      sb[ns++] = j;
     }
   }
-  sb[ns] = nv;
-  auto t_of = [&](int s, float y) { return std::fmaf(y, seg->a[s], seg->c[s]); };
+  sb[ns] = nh - 1;
   for (int s = 0; s < 16; ++s) {
     seg->next[s] = FO_Q8_INF;
-    seg->a[s] = 0.0f;
-    seg->c[s] = 0.0f;
-    seg->top[s] = 0;
+    seg->a[s] = seg->c[s] = 0.0f;
+    seg->lo[s] = seg->hi[s] = 0;
   }
   for (int s = 0; s < ns; ++s) {
-    const int b = sb[s], n = sb[s + 1] - b;
-    seg->next[s] = s + 1 < ns ? P(sb[s + 1] - 1) : FO_Q8_INF;
-    seg->top[s] = b + n - 1;
-    double a = 0.0, c = b + 0.5;  // one value: t = b + 1/2 for every y
-    if (n == 2) {
-      a = 1.0 / (double(V(b + 1)) - double(V(b)));
-      c = (b + 1) - a * double(P(b)) + kQ8SegEps;
-    } else if (n > 2) {  // least squares through (P[b+j], b+j+1), j < n - 1
-      double sx = 0, sy = 0, sxx = 0, sxy = 0;
-      const int m = n - 1;
-      for (int j = 0; j < m; ++j) {
-        const double x = P(b + j), y = b + j + 1;
-        sx += x, sy += y, sxx += x * x, sxy += x * y;
-      }
-      a = (m * sxy - sx * sy) / (m * sxx - sx * sx);
-      c = (sy - a * sx) / m + kQ8SegEps;
+    const int lo = sb[s], hi = sb[s + 1];
+    seg->lo[s] = lo;
+    seg->hi[s] = hi;
+    seg->next[s] = s + 1 < ns ? half[hi] : FO_Q8_INF;
+    // least squares through (H[j], j), j = lo..hi (two points: the line through them)
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    const int m = hi - lo + 1;
+    for (int j = lo; j <= hi; ++j) {
+      const double x = half[j], y = j;
+      sx += x, sy += y, sxx += x * x, sxy += x * y;
     }
+    const double a = (m * sxy - sx * sy) / (m * sxx - sx * sx);
     seg->a[s] = float(a);
-    seg->c[s] = float(c);
-    // y from the segment's lower threshold up gives floor(t) >= b
-    const float lo = s == 0 ? kQ8SegTiny : P(b - 1);
-    if (!(t_of(s, lo) >= float(b))) return false;
-    for (int j = 0; j + 1 < n; ++j) {
-      const float m = P(b + j), below = std::nextafterf(m, 0.0f);
-      const float k = float(b + j + 1);
-      if (!(t_of(s, m) >= k) || !(t_of(s, below) < k + 2.0f * kQ8SegEps)) return false;
+    const double shift = 2.0 + 2.0 * double(kQ8SegEps);
+    seg->c[s] = float((sy - a * sx) / m + shift);
+    for (int j = lo; j <= hi; ++j) {
+      const float t = std::fmaf(half[j], seg->a[s], seg->c[s]);
+      if (!(std::fabs(double(t) - (j + shift)) <= kQ8SegEps)) return false;
     }
   }
-  // binades: the segment of each binade's lowest value; at most one threshold above it in the binade,
-  // and no threshold on a power of two (a tie there would escape the encoder's tie check)
+  // binades: the segment of each binade's lowest value, and at most kQ8SegCmp starts above it
   for (int e = 96; e <= 127; ++e) {
     const float bottom = std::ldexp(1.0f, e - 127), top = e == 127 ? 1.0f : std::nextafterf(2.0f * bottom, 0.0f);
     int s0 = 0, above = 0;
     for (int s = 1; s < ns; ++s) {
-      const float th = P(sb[s] - 1);
-      if (th == bottom) return false;
-      if (th < bottom) s0 = s;
-      else if (th <= top) ++above;
+      const float st = half[sb[s]];
+      if (st <= bottom) s0 = s;
+      else if (st <= top) ++above;
     }
-    if (above > 1) return false;
+    if (above > kQ8SegCmp) return false;
     seg->first[e & 31] = s0;
   }
   return true;
@@ -285,7 +327,8 @@ inline bool q8_build_segments(const float* value, const float* mid, bool is_sign
 // ---- storage policy of an 8-bit state (kTile > 1: the engines walk blocks) -----------------------
 // The engine, per block [b0, b0 + n) of a tensor (b0 a multiple of block, n <= block):
 //   scale = pol.block_scale(b0);  x_i = pol.load(i, scale) for each i;  the rule runs;
-//   pol.store_block(b0, n, new_values)  (absmax of the new values, requantize, store codes + absmax)
+//   pol.store_block(b0, n, new_values)  (absmax of the new values, the codes of q8_state_code with
+//   the state's stream, store codes + absmax)
 template <class T>
 struct Q8Store {
   static constexpr int kTile = kQ8Tile;
@@ -294,6 +337,7 @@ struct Q8Store {
   int block;  // elements per block (power of two, kQ8Tile..kQ8MaxBlock)
   int block_shift;
   Q8Book book;
+  uint32_t stream;  // q8_state_stream of this state at this step
 
   FO_HD float block_scale(int64_t b0) const { return absmax[b0 >> block_shift]; }
   FO_HD T load(int64_t i, float scale) const { return T(book.value[p[i]] * scale); }

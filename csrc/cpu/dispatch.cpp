@@ -153,7 +153,9 @@ const float kUnsignedMids[256] = {FO_Q8_UNSIGNED_MIDS};
 
 struct Q8Tables {
   alignas(64) int32_t bucket[2][kQ8Buckets];
-  alignas(64) int32_t packed[2][kQ8Buckets];
+  alignas(64) float half[2][256];
+  alignas(64) int32_t hbucket[2][kQ8Buckets];
+  alignas(64) int32_t hpacked[2][kQ8BucketHalf];
   alignas(64) uint8_t planes[2][4 * 256];
   Q8Seg seg[2];
   Q8Book books[2];
@@ -161,18 +163,19 @@ struct Q8Tables {
     const float* mids[2] = {kUnsignedMids, kSignedMids};
     const float* values[2] = {kUnsignedValues, kSignedValues};
     for (int s = 0; s < 2; ++s) {
-      if (!q8_build_buckets(mids[s], bucket[s]))
+      q8_fill_half(values[s], s == 1, half[s]);
+      if (!q8_build_buckets(mids[s], bucket[s]) || !q8_build_buckets(half[s], hbucket[s]))
         throw std::logic_error("fusedopt: 8-bit codebook bucket table is ambiguous (internal error)");
-      if (!q8_build_packed(mids[s], bucket[s], packed[s]))
+      if (!q8_build_packed(half[s], hbucket[s], hpacked[s]))
         throw std::logic_error("fusedopt: 8-bit codebook packed bucket table is inconsistent (internal error)");
-      if (!q8_build_segments(values[s], mids[s], s == 1, &seg[s]))
+      if (!q8_build_segments(half[s], s == 1, &seg[s]))
         throw std::logic_error("fusedopt: 8-bit codebook is not piecewise linear as the encoder expects (internal error)");
       for (int k = 0; k < 256; ++k) {
         uint32_t u;
         std::memcpy(&u, &values[s][k], 4);
         for (int b = 0; b < 4; ++b) planes[s][256 * b + k] = uint8_t(u >> (8 * b));
       }
-      books[s] = Q8Book{values[s], mids[s], bucket[s], s == 1, packed[s], planes[s], &seg[s]};
+      books[s] = Q8Book{values[s], mids[s], bucket[s], s == 1, half[s], hbucket[s], hpacked[s], planes[s], &seg[s]};
     }
   }
 };

@@ -179,8 +179,9 @@ struct Engine {
   }
 
   // ---- tile walk of block-wise (8-bit) states --------------------------------------------------
-  static SP make_q8(const Launch& L, const TensorPtrs& tp, int k) {
+  static SP make_q8(const Launch& L, const TensorPtrs& tp, int k, uint32_t seed) {
     SP s{};
+    s.stream = q8_state_stream(seed, k);
     s.p = static_cast<uint8_t*>(tp.state[k]);
     s.absmax = tp.absmax[k];
     s.block = L.q8_block;
@@ -194,16 +195,17 @@ struct Engine {
     q8_block_decode(sp.p + b0, n, sp.block_scale(b0), sp.book, v);
   }
 
-  // Requantize n new values of one state's block starting at b0 (see core/q8.h).
+  // Requantize n new values of one state's block starting at b0 (see core/q8.h q8_state_code: the
+  // optimizer's stochastic rounding).
   static void store_block(const SP& sp, int64_t b0, int n, const float* v) {
     const uint32_t mbits = q8_block_absmax(v, n);
     float m;
     std::memcpy(&m, &mbits, 4);
     const float inv = q8_inv(m);
     if (sp.book.is_signed)
-      q8_block_encode<true>(v, n, inv, sp.book, sp.p + b0);
+      q8_block_encode_state<true>(v, n, inv, sp.book, sp.stream, b0, sp.p + b0);
     else
-      q8_block_encode<false>(v, n, inv, sp.book, sp.p + b0);
+      q8_block_encode_state<false>(v, n, inv, sp.book, sp.stream, b0, sp.p + b0);
     sp.absmax[b0 >> sp.block_shift] = m;
   }
 
@@ -252,10 +254,10 @@ struct Engine {
     PP pp = ParamMaker<PP>::make(tp, seed);
     GP gp = make_plain<GP>(tp.grad);
     const bool swap = K > 1 && swap01<Rule>(c);  // core/traits.h: slots 0 and 1 trade lists
-    const SP sp0 = make_q8(L, tp, swap ? 1 : 0);
-    const SP sp1 = make_q8(L, tp, K > 1 ? (swap ? 0 : 1) : 0);
-    const SP sp2 = make_q8(L, tp, K > 2 ? 2 : 0);
-    const SP sp3 = make_q8(L, tp, K > 3 ? 3 : 0);
+    const SP sp0 = make_q8(L, tp, swap ? 1 : 0, seed);
+    const SP sp1 = make_q8(L, tp, K > 1 ? (swap ? 0 : 1) : 0, seed);
+    const SP sp2 = make_q8(L, tp, K > 2 ? 2 : 0, seed);
+    const SP sp3 = make_q8(L, tp, K > 3 ? 3 : 0, seed);
     alignas(64) float buf[K][kQ8MaxBlock];
     constexpr int KOS = KO > 0 ? KO : 1;
     alignas(64) float obuf[KOS][KO > 0 ? kQ8MaxBlock : 1];  // the block's per-element outputs

@@ -1,7 +1,8 @@
 // The standalone block-wise 8-bit codec on CUDA (api.h: q8_quantize / q8_dequantize), torch-free.
 // quantize: one CUDA block of 256 threads per quantization block (any block size: strided loops),
-// absmax by warp shuffles + shared memory, then the same encoder as the optimizer kernels
-// (core/q8.h q8_encode_search over the midpoints in shared memory). Compiled, never run here.
+// absmax by warp shuffles + shared memory, then the nearest code (core/q8.h q8_encode_search over
+// the midpoints in shared memory), as the CPU codec; the optimizer kernels round their states
+// stochastically instead (q8_kernel.cuh). Compiled, never run here.
 #include <cuda_runtime.h>
 
 #include <stdexcept>

@@ -11,8 +11,9 @@
 //   3. per state the new absmax of every block: a warp max (shuffles) per 32-element segment into
 //      shared memory, then one thread per block takes the max over its B / 32 segments
 //      (B = 256: 8 segments; the span holds 4096 / B blocks);
-//   4. requantize (branchless binary search over the 256 midpoints in shared memory, sign fix for
-//      signed states), store the codes and the new absmax.
+//   4. requantize: core/q8.h q8_state_code (stochastic rounding with the state's stream; the index
+//      of y in the map's non-negative half by branchless binary search in shared memory), store the
+//      codes and the new absmax.
 // The absmax of a block is written by the one iteration that holds the whole block: kQ8Span is a
 // multiple of every block size, and chunks (kChunkElems) are multiples of kQ8Span.
 // A rule with per-tensor outputs (kRedOut: LAMB's first pass) sums out[k]^2 per thread in fp64 in its
@@ -37,7 +38,7 @@ static_assert(kQ8Span % kQ8MaxBlock == 0 && kChunk % kQ8Span == 0, "blocks must 
 
 // Device copies of the two maps and their midpoints ({unsigned, signed}).
 static __device__ const float kQ8DevValues[2][256] = {{FO_Q8_UNSIGNED_VALUES}, {FO_Q8_SIGNED_VALUES}};
-static __device__ const float kQ8DevMids[2][256] = {{FO_Q8_UNSIGNED_MIDS}, {FO_Q8_SIGNED_MIDS}};
+static __device__ const float kQ8DevMids[2][256] = {{FO_Q8_UNSIGNED_MIDS}, {FO_Q8_SIGNED_MIDS}};  // q8.cu's codec
 
 FO_DEV float warp_max(float v) {
 #pragma unroll
@@ -132,12 +133,13 @@ struct Q8RuleStep {
   FO_DEV void operator()(const TensorListMeta<kDepth>& m, int b) const {
     if (found_inf != nullptr && *found_inf != 0.0f) return;  // skipped step: touch nothing
     __shared__ float s_val[2][256];
-    __shared__ float s_mid[2][256];
+    __shared__ float s_half[2][256];  // core/q8.h q8_fill_half
     __shared__ float s_seg[K][kQ8Segs];
     __shared__ float s_blk[K][kQ8Span / kQ8Tile];
     for (int i = int(threadIdx.x); i < 512; i += int(blockDim.x)) {
-      s_val[i >> 8][i & 255] = kQ8DevValues[i >> 8][i & 255];
-      s_mid[i >> 8][i & 255] = kQ8DevMids[i >> 8][i & 255];
+      const int m = i >> 8, j = i & 255, z = m ? kQ8ZeroSigned : 0;
+      s_val[m][j] = kQ8DevValues[m][j];
+      s_half[m][j] = j < 256 - z ? kQ8DevValues[m][z + j] : FO_Q8_INF;
     }
 
     const int t = mta_slot(m, b);
@@ -157,16 +159,19 @@ struct Q8RuleStep {
     TensorPtrs tp{};
     tp.param = m.addr[0][t];
     tp.grad = m.addr[1][t];
-    const PP pp = ParamMaker<PP>::make(tp, sr_seed(m.index[t], step));
+    const uint32_t seed = sr_seed(m.index[t], step);
+    const PP pp = ParamMaker<PP>::make(tp, seed);
     const GP gp = make_plain<GP>(tp.grad);
     uint8_t* codes[K];
     float* absmax[K];
     int sgn[K];
+    uint32_t stream[K];  // stochastic rounding: by the state's list (as the CPU walk)
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       codes[k] = static_cast<uint8_t*>(m.addr[2 + k][t]);
       absmax[k] = static_cast<float*>(m.addr[2 + K + k][t]);
       sgn[k] = int((signed_slots >> k) & 1u);
+      stream[k] = q8_state_stream(seed, k);
     }
     if constexpr (K > 1) {
       if (swap01<Rule>(c)) {  // core/traits.h: slots 0 and 1 trade lists (codes, absmax and map)
@@ -179,6 +184,9 @@ struct Q8RuleStep {
         const int s0 = sgn[0];
         sgn[0] = sgn[1];
         sgn[1] = s0;
+        const uint32_t r0 = stream[0];
+        stream[0] = stream[1];
+        stream[1] = r0;
       }
     }
     const bool scaled = grad_scale != nullptr;
@@ -267,9 +275,10 @@ struct Q8RuleStep {
               if (kReadOnly & (1u << k)) continue;  // core/traits.h: loaded, not stored
               const float inv = q8_inv(s_blk[k][q]);
               const float x = nv[k][r];
-              int code = q8_encode_search(s_mid[sgn[k]], q8_normalise(x, inv, sgn[k] ? -1.0f : 0.0f));
-              if (sgn[k]) code = q8_sign_fix(code, x);
-              codes[k][i] = uint8_t(code);
+              const float y = q8_state_y(x, inv, sgn[k] != 0);
+              const float* half = s_half[sgn[k]];
+              codes[k][i] = uint8_t(q8_state_code(half, sgn[k] != 0, q8_encode_search(half, y), x, y, inv,
+                                                  q8_uniform(stream[k], i)));
             }
           }
         }

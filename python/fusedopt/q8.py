@@ -10,6 +10,12 @@ Layout of an 8-bit state in ``optimizer.state[p]`` (for a state key such as ``ex
   (second moments, sums) is declared once in csrc/core/rule_table.h (``fusedopt._ops.SIGNED_KEYS``).
 
 ``block_size`` is the param group's option (saved with the param groups in a state_dict).
+
+The codec here rounds to the nearest map value (as bitsandbytes and torchao). An optimizer step
+requantizes its states stochastically instead (csrc/core/q8.h ``q8_state_code``: each value goes to
+its lower or upper map value with the probabilities that make its mean exact; a non-zero momentum
+keeps its sign, a second moment in a block whose absmax is not 0 never gets code 0). The codes mean
+the same either way, so ``dequantize_blockwise`` reads both.
 """
 from __future__ import annotations
 

@@ -1,8 +1,14 @@
 // The 8-bit codec core (core/q8.h): the CPU's one-comparison bucket encoder gives the same code as
 // the branchless binary search (the CUDA kernels' encoder) for float32 values across [-1, 1], and
 // both give #{k : mid[k] <= x}, as does the packed one-lookup form of the CPU's SIMD encoders; maps
-// sorted, midpoints between neighbours.
+// sorted, midpoints between neighbours. The optimizer's stochastic rounding (q8_state_code): its
+// counts over the half maps (bucket, packed, search forms agree), it is unbiased and only ever picks
+// the two map values around x, a value on a code stays, the floor and sign rules hold; the segment
+// table builds.
+#include <cmath>
+
 #include "core/q8.h"
+#include "core/storage.h"
 #include "harness.h"
 
 using namespace fusedopt;
@@ -31,42 +37,93 @@ void check_map(const float* v, const float* m) {
   CHECK(v[255] == 1.0f);
 }
 
-// A scalar model of the SIMD encoders' packed lookup (core/q8.h q8_build_packed; cpu/q8_block.h).
-int packed_encode(const int32_t* packed, float x) {
-  const uint32_t u = q8_bits(x);
-  const int32_t e = packed[q8_bucket_index(x)];
+// A scalar model of the SIMD bodies' packed lookup over H (core/q8.h q8_build_packed; cpu/q8_block.h).
+int packed_count(const int32_t* packed, float y) {
+  const uint32_t u = q8_bits(y);
+  const int32_t e = packed[q8_bucket_index(y)];
   const uint32_t thr = uint32_t(e >> 8) & 0xffffu, low = u & 0xffffu;
   const bool has = (e >> 24) & 1;
-  const bool inc = has && ((u >> 31) ? thr >= low : thr <= low);
-  return (e & 0xff) + (inc ? 1 : 0);
+  return (e & 0xff) + ((has && thr <= low) ? 1 : 0);
+}
+
+// one(x) for every 127th float pattern of [0, 1] and its negative, and for points[0..n) and their
+// float neighbours (one() skips what it does not take).
+template <class F>
+void sweep(const float* points, int n, F&& one) {
+  for (uint32_t u = 0; u <= 0x3F800000u; u += 127) {
+    one(q8_from_bits(u));
+    one(-q8_from_bits(u));
+  }
+  for (int k = 0; k < n; ++k) {
+    one(points[k]);
+    one(std::nextafter(points[k], 2.0f));
+    one(std::nextafter(points[k], -2.0f));
+  }
 }
 
 void check_encoders(const float* mid, bool is_signed) {
-  static int32_t bucket[kQ8Buckets], packed[kQ8Buckets];
+  static int32_t bucket[kQ8Buckets];
   CHECK(q8_build_buckets(mid, bucket));
-  CHECK(q8_build_packed(mid, bucket, packed));
   int64_t bad = 0, n = 0;
   auto one = [&](float x) {
     if (!(x >= (is_signed ? -1.0f : 0.0f) && x <= 1.0f)) return;
     const int want = count_upto(mid, x);
     bad += q8_encode_bucket(mid, bucket, x) != want;
     bad += q8_encode_search(mid, x) != want;
-    bad += packed_encode(packed, x) != want;
     ++n;
   };
-  for (uint32_t u = 0; u <= 0x3F800000u; u += 127) {  // every 127th pattern of [0, 1], both signs
-    float f;
-    std::memcpy(&f, &u, 4);
-    one(f);
-    one(-f);
-  }
-  for (int k = 0; k < 255; ++k) {  // every midpoint and its neighbours
-    one(mid[k]);
-    one(std::nextafter(mid[k], 2.0f));
-    one(std::nextafter(mid[k], -2.0f));
-  }
+  sweep(mid, 255, one);
   CHECK(n > 1000000);
   CHECK(bad == 0);
+}
+
+// #{j : H[j] <= y} for y in [0, 1): the bucket, packed and search forms over the padded half map.
+void check_half_counts(const float* value, bool is_signed) {
+  static float half[256];
+  static int32_t bucket[kQ8Buckets], packed[kQ8BucketHalf];
+  q8_fill_half(value, is_signed, half);
+  CHECK(half[0] == 0.0f && half[q8_half_size(is_signed) - 1] == 1.0f);
+  CHECK(q8_build_buckets(half, bucket));
+  CHECK(q8_build_packed(half, bucket, packed));
+  int64_t bad = 0, n = 0;
+  auto one = [&](float y) {
+    if (!(y >= 0.0f && y < 1.0f) || std::signbit(y)) return;  // y as the engines make it (q8_state_y)
+    const int want = count_upto(half, y);
+    bad += q8_encode_bucket(half, bucket, y) != want;
+    bad += packed_count(packed, y) != want;
+    bad += q8_encode_search(half, y) != want;
+    ++n;
+  };
+  sweep(half, q8_half_size(is_signed), one);
+  CHECK(n > 1000000);
+  CHECK(bad == 0);
+}
+
+// Mean of the decoded value over many elements (a different uniform each) is x, within 4 standard
+// errors, for x at several places between two codes; every code is one of the two around x.
+void check_unbiased(const float* v, bool is_signed) {
+  static float half[256];
+  q8_fill_half(v, is_signed, half);
+  const int n = 200000;
+  const uint32_t stream = q8_state_stream(sr_seed(3u, 17.0), 1);
+  for (int c : {1, 40, 128, 140, 200, 254}) {
+    for (float f : {0.02f, 0.3f, 0.5f, 0.77f, 0.98f}) {
+      const float x = v[c] + f * (v[c + 1] - v[c]);
+      const float y = q8_state_y(x, 1.0f, is_signed);
+      const int cnt = q8_encode_search(half, y);
+      double sum = 0.0;
+      int other = 0;
+      for (int i = 0; i < n; ++i) {
+        const int k = q8_state_code(half, is_signed, cnt, x, y, 1.0f, q8_uniform(stream, i));
+        other += k != c && k != c + 1;
+        sum += v[k];
+      }
+      const double gap = double(v[c + 1]) - double(v[c]);
+      const double p = double(f), se = gap * std::sqrt(p * (1.0 - p) / n);
+      CHECK(other == 0);
+      CHECK(std::fabs(sum / n - double(x)) <= 4.0 * se + 1e-6 * gap);
+    }
+  }
 }
 }  // namespace
 
@@ -79,8 +136,10 @@ TEST_CASE(maps_sorted_with_midpoints) {
 
 TEST_CASE(bucket_encoder_equals_binary_search_signed) { check_encoders(kSM, true); }
 TEST_CASE(bucket_encoder_equals_binary_search_unsigned) { check_encoders(kUM, false); }
+TEST_CASE(half_map_counts_signed) { check_half_counts(kSV, true); }
+TEST_CASE(half_map_counts_unsigned) { check_half_counts(kUV, false); }
 
-TEST_CASE(normalise_sign_fix_and_guards) {
+TEST_CASE(normalise_and_guards) {
   CHECK(q8_normalise(NAN, 1.0f, -1.0f) == 0.0f);
   CHECK(q8_normalise(5.0f, 0.0f, -1.0f) == 0.0f);  // absmax 0 -> inv 0 -> code of 0
   CHECK(q8_normalise(INFINITY, 0.5f, -1.0f) == 1.0f);
@@ -89,10 +148,57 @@ TEST_CASE(normalise_sign_fix_and_guards) {
   CHECK(q8_abs_finite(-INFINITY) == 0.0f && q8_abs_finite(NAN) == 0.0f && q8_abs_finite(-2.0f) == 2.0f);
   // the CPU engine maxes bit patterns: -0.0 (0x80000000) must come back as +0.0 or it beats all
   CHECK(q8_bits(q8_abs_finite(-0.0f)) == 0u && q8_bits(q8_abs_finite(0.0f)) == 0u);
-  CHECK(q8_sign_fix(kQ8ZeroSigned, 1e-9f) == kQ8ZeroSigned + 1);
-  CHECK(q8_sign_fix(kQ8ZeroSigned, -1e-9f) == kQ8ZeroSigned - 1);
-  CHECK(q8_sign_fix(kQ8ZeroSigned, 0.0f) == kQ8ZeroSigned);
-  CHECK(q8_sign_fix(200, 0.5f) == 200);
+  CHECK(q8_bits(q8_state_y(-0.0f, 1.0f, true)) == 0u && q8_state_y(-0.25f, 2.0f, true) == 0.5f);
+}
+
+TEST_CASE(stochastic_rounding_is_unbiased_signed) { check_unbiased(kSV, true); }
+TEST_CASE(stochastic_rounding_is_unbiased_unsigned) { check_unbiased(kUV, false); }
+
+TEST_CASE(state_code_floor_sign_and_ends) {
+  static float hs[256], hu[256];
+  q8_fill_half(kSV, true, hs);
+  q8_fill_half(kUV, false, hu);
+  auto code = [&](bool sg, float x, float inv, float u) {
+    const float y = q8_state_y(x, inv, sg);
+    const float* h = sg ? hs : hu;
+    return q8_state_code(h, sg, q8_encode_search(h, y), x, y, inv, u);
+  };
+  for (int i = 0; i < 1000; ++i) {
+    const float u = q8_uniform(q8_state_stream(99u, 0), i);
+    CHECK(u >= 0.0f && u < 1.0f);
+    // unsigned: never code 0 in a block with absmax > 0 (0 itself included); code 0 when absmax is 0
+    CHECK(code(false, 0.0f, 2.0f, u) == 1);
+    CHECK(code(false, 1e-9f, 1.0f, u) == 1);
+    CHECK(code(false, 0.0f, 0.0f, u) == 0);
+    CHECK(code(false, -3.0f, 1.0f, u) == 1);  // below 0: clamped to 0
+    // signed: a tiny non-zero value keeps its sign; 0 (and NaN) stays 0; the ends of the map
+    CHECK(code(true, 1e-9f, 1.0f, u) == kQ8ZeroSigned + 1);
+    CHECK(code(true, -1e-9f, 1.0f, u) == kQ8ZeroSigned - 1);
+    CHECK(code(true, 0.0f, 1.0f, u) == kQ8ZeroSigned && code(true, -0.0f, 1.0f, u) == kQ8ZeroSigned);
+    CHECK(code(true, NAN, 1.0f, u) == kQ8ZeroSigned);
+    CHECK(code(true, 1.0f, 1.0f, u) == 255 && code(true, INFINITY, 1.0f, u) == 255);
+    CHECK(code(true, -1.0f, 1.0f, u) == 0);  // -1 lies below the map's -0.99297
+    CHECK(code(false, 1.0f, 1.0f, u) == 255);
+    // a value on a code stays there (both signs)
+    CHECK(code(true, kSV[60], 1.0f, u) == 60 && code(true, kSV[200], 1.0f, u) == 200);
+    CHECK(code(false, kUV[7], 1.0f, u) == 7);
+  }
+  // streams differ by state list and by step
+  CHECK(q8_state_stream(sr_seed(0u, 1.0), 0) != q8_state_stream(sr_seed(0u, 1.0), 1));
+  CHECK(q8_state_stream(sr_seed(0u, 1.0), 0) != q8_state_stream(sr_seed(0u, 2.0), 0));
+}
+
+// The segment table builds for both half maps and refuses one whose values a linear fit cannot place.
+TEST_CASE(segment_builder) {
+  for (int m = 0; m < 2; ++m) {
+    float half[256];
+    q8_fill_half(m ? kSV : kUV, m == 1, half);
+    Q8Seg sg;
+    CHECK(q8_build_segments(half, m == 1, &sg));
+    const int j = q8_half_size(m == 1) - 20;  // inside the top decade's run
+    half[j] = 0.5f * (half[j] + half[j + 1]);  // half a step up: off the fitted line
+    CHECK(!q8_build_segments(half, m == 1, &sg));
+  }
 }
 
 int main(int argc, char** argv) { return fo_test::run_all(argc, argv); }

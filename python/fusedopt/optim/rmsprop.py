@@ -32,9 +32,25 @@ class RMSprop(FusedOptimizer):
         super().__init__(params, defaults, foreach=foreach, capturable=capturable, differentiable=differentiable,
                          **options)
 
+    # Centered RMSprop divides by sqrt(square_avg - grad_avg**2): with 8-bit states that is a difference of
+    # two rounded states, and their rounding errors exceed the variance it stands for (on digits every run
+    # gave NaN, with nearest and with stochastic rounding). bitsandbytes refuses it too.
+    @staticmethod
+    def _check_centered_8bit(centered, state_bits):
+        if centered and state_bits == 8:
+            raise ValueError("fusedopt.RMSprop: centered=True cannot be combined with state_bits=8 (the centered "
+                             "denominator sqrt(square_avg - grad_avg**2) cancels two 8-bit states); use "
+                             "state_bits=32 or 16 for this param group")
+
+    def add_param_group(self, param_group):
+        self._check_centered_8bit(param_group.get("centered", self.defaults["centered"]),
+                                  param_group.get("state_bits", self.defaults.get("state_bits", 32)))
+        super().add_param_group(param_group)
+
     def _hyper(self, group):  # the variant "momentum" (a buffer) follows momentum != 0 (rmsprop.h)
         return dict(alpha=group["alpha"], eps=group["eps"], weight_decay=group["weight_decay"],
                     momentum=group["momentum"])
 
     def _variant(self, group):
+        self._check_centered_8bit(group["centered"], group.get("state_bits", 32))  # the group may have been edited
         return dict(centered=bool(group["centered"]))
