@@ -71,6 +71,8 @@ DIGITS_RULES = {
     "lamb": lambda ps, **kw: F.LAMB(ps, **kw),
     # lr 1e-2: the setting of the 8-bit issue (nearest rounding: +60% .. +69%); here 1% less lr is 6% more loss
     "lamb-lr1e-2": lambda ps, **kw: F.LAMB(ps, lr=1e-2, **kw),
+    "ademamix": lambda ps, **kw: F.AdEMAMix(ps, **kw),
+    "schedulefree_adamw": lambda ps, **kw: F.AdamWScheduleFree(ps, **kw),
     "lars": lambda ps, **kw: F.LARS(ps, **kw),
     "lars-lr1": lambda ps, **kw: F.LARS(ps, lr=1.0, **kw),
 }
