@@ -9,7 +9,7 @@ after `setup.py build_ext --inplace`, or a copy of one). Two builds cannot share
 ops have the same names), so each measurement runs in a child process (`--worker`) whose PYTHONPATH
 starts with that folder. The rounds alternate A, B, A, B, ... so that a change in the machine's load
 hits both; a rule's time is the lowest of its per-round medians. The rules and their hyperparameters
-are bench_step.py's REGISTRY (fusedopt's rows only: no peers). Prints one table: ms of A and B and
+are bench_step.py's REGISTRY (fusedopt's rows only: no peers) and EXTRA below. Prints one table: ms of A and B and
 B / A per rule.
 """
 from __future__ import annotations
@@ -22,6 +22,14 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Rules bench_step.py leaves to bench_cross.py (cross-tensor passes, factored states): class, arguments
+EXTRA = {
+    "lamb": ("LAMB", dict(lr=1e-3, weight_decay=0.01)),
+    "lars": ("LARS", dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
+    "adafactor": ("Adafactor", dict(lr=None)),
+    "adafactor_torch": ("AdafactorTorch", dict(lr=1e-2)),
+}
+
 
 def worker(rules: str, workload: str, warmup: int, timed: int) -> None:
     sys.path.insert(0, HERE)
@@ -32,15 +40,16 @@ def worker(rules: str, workload: str, warmup: int, timed: int) -> None:
     wl = bl.make_workload(workload)
     out = {"fusedopt": os.path.dirname(fusedopt.__file__)}
     want = None if rules == "all" else set(rules.split(","))
-    for rule in bs.REGISTRY:
-        cls = getattr(fusedopt, rule.cls, None)
-        if cls is None or (want is not None and rule.key not in want):
+    rules = [(r.key, r.cls, r.hp) for r in bs.REGISTRY] + [(k, c, hp) for k, (c, hp) in EXTRA.items()]
+    for key, cls_name, hp in rules:
+        cls = getattr(fusedopt, cls_name, None)
+        if cls is None or (want is not None and key not in want):
             continue
         params = [t.requires_grad_() for t in bl.make_tensors(wl.shapes, "cpu")]
         for p, g in zip(params, bl.make_tensors(wl.shapes, "cpu", seed=1, scale=1e-3)):
             p.grad = g
-        opt = cls(params, **rule.hp)
-        out[rule.key] = bl.time_calls(opt.step, "cpu", warmup, timed).median
+        opt = cls(params, **hp)
+        out[key] = bl.time_calls(opt.step, "cpu", warmup, timed).median
         del opt, params
         bl.free()
     print("RESULT " + json.dumps(out))
