@@ -38,6 +38,17 @@ def entries(build_dir: str, start: int = 0) -> list:
     return sorted(((s, o) for o, s in last.items()), reverse=True)
 
 
+def makespan(seconds: list, jobs: int) -> float:
+    """Wall time of running units of these durations on `jobs` workers, longest first (ninja starts
+    them in another order; an estimate for a machine with more cores, from one with fewer)."""
+    import heapq
+
+    free = [0.0] * jobs
+    for s in sorted(seconds, reverse=True):
+        heapq.heapreplace(free, free[0] + s)
+    return max(free) if seconds else 0.0
+
+
 def report(build_dir: str, start: int, title: str, file=sys.stderr) -> None:
     rows = [(s, o) for s, o in entries(build_dir, start) if o.endswith(".o") or o.endswith(".so")]
     if not rows:
@@ -49,6 +60,9 @@ def report(build_dir: str, start: int, title: str, file=sys.stderr) -> None:
     for s, o in rows:
         flag = "  OVER BUDGET" if s > BUDGET_S else ""
         print(f"  {s:7.1f} s  {os.path.basename(o)}{flag}", file=file)
+    times = [s for s, _ in rows]
+    print(f"  these units on 16 jobs (estimate: longest first, at these per-unit times): "
+          f"{makespan(times, 16):.1f} s; on 2 jobs {makespan(times, 2):.1f} s", file=file)
 
 
 if __name__ == "__main__":
