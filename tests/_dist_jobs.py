@@ -414,8 +414,11 @@ def job_fsdp_backward(rank, world):
             ropt.step()
             ropt.zero_grad()
         # the grads differ by the rounding of their reduction; Adam-type updates amplify it where a grad
-        # element is ~0, and 8-bit codes may round the other way: loose bounds (exactness: job_rules)
-        _close_models(net, ref, 1e-3 if name == "adamw8" else 1e-4, f"fully_shard+backward {name}")
+        # element is ~0; with 8-bit states a block whose new absmax moves by that rounding re-draws its
+        # stochastic rounding (core/q8.h q8_block_stream), so its elements may each land one code
+        # step apart, not only at near-ties (measured: 6e-3 of max |p| after 3 steps of lr 1e-3, whose
+        # moves are up to 6e-2 of it): loose bounds. Exactness with equal grads: job_rules.
+        _close_models(net, ref, 2e-2 if name == "adamw8" else 1e-4, f"fully_shard+backward {name}")
         osd = get_optimizer_state_dict(net, opt)
         st = osd["state"]["0.weight"]
         assert isinstance(st["step"], torch.Tensor) and not isinstance(st["step"], DTensor)

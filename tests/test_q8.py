@@ -50,7 +50,7 @@ def ref_quantize(x, block, signed):
 # ---- the optimizer's requantization (core/q8.h q8_state_code): stochastic rounding of y = |x / absmax|
 # between its two neighbours in the map's non-negative half H (up when H[k] + u (H[k+1] - H[k]) < y),
 # then r >= 1 for a non-zero signed x (and the mirror for negatives) or in an unsigned block with
-# absmax > 0; u is a function of (tensor position in the launch, step, state list, element index)
+# absmax > 0; u is a function of (step, state list, the block's new absmax, the element's place in its block)
 _M32 = 0xFFFFFFFF
 
 
@@ -63,16 +63,20 @@ def _mix32(x):
     return x ^ (x >> 16)
 
 
-def state_stream(tensor_index, step, state_list):
-    """q8_state_stream(sr_seed(tensor_index, step), state_list) (core/q8.h, core/storage.h)."""
-    seed = _mix32(((int(step) * 0x85ebca6b) & _M32) ^ _mix32((tensor_index + 0x632be5ab) & _M32))
+def state_stream(step, state_list):
+    """q8_state_stream(sr_seed(0, step), state_list) (core/q8.h, core/storage.h): the step and the state's
+    list only, not the tensor."""
+    seed = _mix32(((int(step) * 0x85ebca6b) & _M32) ^ _mix32(0x632be5ab))
     return _mix32(seed ^ ((0x5bd1e995 * (state_list + 1)) & _M32))
 
 
-def state_uniforms(stream, n):
-    """q8_uniform(stream, i) for i < n: the top 23 bits of stream + i * 0x9e3779b9 (mod 2^32) / 2^23."""
-    i = torch.arange(n, dtype=torch.int64)
-    return (((stream + i * 0x9e3779b9) & _M32) >> 9).to(torch.float32) * 2.0 ** -23
+def state_uniforms(stream, absmax, block):
+    """q8_uniform(q8_block_stream(stream, bits of the block's absmax), j) for every element, j its place in
+    its block: the top 23 bits of block_stream + j * 0x9e3779b9 (mod 2^32) / 2^23. Flat, whole blocks."""
+    bits = absmax.contiguous().view(torch.int32).tolist()
+    bstream = torch.tensor([_mix32(stream ^ (b & _M32)) for b in bits], dtype=torch.int64)
+    j = torch.arange(block, dtype=torch.int64)
+    return ((((bstream[:, None] + j[None, :] * 0x9e3779b9) & _M32) >> 9).to(torch.float32) * 2.0 ** -23).reshape(-1)
 
 
 def ref_requantize_state(x, block, signed, stream):
@@ -82,7 +86,7 @@ def ref_requantize_state(x, block, signed, stream):
     nh = half.numel()
     xs, a, inv, xn = _blocks(x, block, signed)
     y = xn.abs()
-    u = state_uniforms(stream, xs.numel())
+    u = state_uniforms(stream, a, block)
     k = (torch.searchsorted(half, y, right=True) - 1).clamp(0, nh - 2)
     h0 = half[k]
     r = k + (h0 + u * (half[k + 1] - h0) < y).long()
@@ -342,7 +346,7 @@ def test_8bit_update_matches_requantized_fp32_rule(spec, opts):
                     continue
                 signed = fusedopt._ops.SIGNED_KEYS[k]
                 # the op's tensors are ps in order (one bucket); its state lists are keys in slot order
-                stream = state_stream(i, t, lists.index(k))
+                stream = state_stream(t, lists.index(k))
                 rc, ra = ref_requantize_state(ref.state[q][k], block, signed, stream)
                 assert torch.equal(so[k + "_absmax"], ra), f"{ctx} {k}_absmax of param {i}"
                 assert torch.equal(so[k], rc), f"{ctx} {k} codes of param {i}"

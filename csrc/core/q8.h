@@ -23,9 +23,10 @@
 //             for negatives), and the code is 127 + r, or 127 - min(r, 127) for negative x (the
 //             map's negative side mirrors its positive one, without -1.0);
 //   unsigned: r >= 1 in a block whose absmax is not 0 (a second moment never decodes to 0).
-// u is a function of (the tensor's position in the launch, its step, the state's list, the
-// element's index) (q8_state_stream, q8_uniform): a step is reproducible, and the CPU and CUDA walks
-// give the same codes.
+// u is a function of (the step, the state's list, the bits of the block's new absmax, the element's
+// place in its block) (q8_state_stream, q8_block_stream, q8_uniform): a step is reproducible, the CPU
+// and CUDA walks give the same codes, and so does a tensor sharded in whole blocks (FSDP2, TP:
+// docs/distributed.md) as the same tensor unsharded: nothing depends on where a block lies.
 // Why (README "8-bit optimizer states", measured on digits): with nearest rounding an EMA state
 // b*s + (1-b)*x stops moving whenever (1-b)|x - s| is under half a code gap (for b2 = 0.999: 500
 // gaps), and a second moment rounded to 0 beside a non-zero first moment gives u = m/eps. The
@@ -138,15 +139,20 @@ FO_HD void q8_fill_half(const float* value, bool is_signed, float* half) {
   for (int j = 0; j < 256; ++j) half[j] = j < 256 - z ? value[z + j] : FO_Q8_INF;
 }
 
-// Random stream of one 8-bit state of one tensor at one step: seed = sr_seed(tensor position in
-// the launch, step) (core/storage.h), list = the state's position among the op's state lists.
+// Random stream of one 8-bit state at one step: seed = sr_seed(0, step) (core/storage.h: the step
+// only, not the tensor's place in the launch), list = the state's position among the op's state lists.
 FO_HD uint32_t q8_state_stream(uint32_t seed, int list) { return mix32(seed ^ (0x5bd1e995u * uint32_t(list + 1))); }
 
-// Uniform number in [0, 1) of element i (its index in the tensor): the top 23 bits of
-// stream + i * 2^32 / golden ratio (mod 2^32). Over the steps of one element the stream is a new hash
-// each step, so its numbers are independent and uniform; within a step they are a rotation sequence,
-// spread evenly over [0, 1) (and cheap: the SIMD bodies add a constant per vector, and 1 + u is the
-// float with these bits as its mantissa).
+// Stream of one block: the state's stream hashed with the bits of the block's new absmax (computed
+// before the codes). Blocks of equal absmax at one step share their numbers: harmless, each element's
+// rounding stays unbiased.
+FO_HD uint32_t q8_block_stream(uint32_t stream, uint32_t absmax_bits) { return mix32(stream ^ absmax_bits); }
+
+// Uniform number in [0, 1) of element i (its index in its block) from its block's stream: the top 23
+// bits of stream + i * 2^32 / golden ratio (mod 2^32). Over the steps of one element the stream is a
+// new hash each step, so its numbers are independent and uniform; within a block they are a rotation
+// sequence, spread evenly over [0, 1) (and cheap: the SIMD bodies add a constant per vector, and 1 + u
+// is the float with these bits as its mantissa).
 FO_HD float q8_uniform(uint32_t stream, int64_t i) {
   return float((stream + uint32_t(i) * 0x9e3779b9u) >> 9) * 0x1p-23f;
 }

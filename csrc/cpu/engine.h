@@ -203,9 +203,9 @@ struct Engine {
     std::memcpy(&m, &mbits, 4);
     const float inv = q8_inv(m);
     if (sp.book.is_signed)
-      q8_block_encode_state<true>(v, n, inv, sp.book, sp.stream, b0, sp.p + b0);
+      q8_block_encode_state<true>(v, n, inv, sp.book, q8_block_stream(sp.stream, mbits), 0, sp.p + b0);
     else
-      q8_block_encode_state<false>(v, n, inv, sp.book, sp.stream, b0, sp.p + b0);
+      q8_block_encode_state<false>(v, n, inv, sp.book, q8_block_stream(sp.stream, mbits), 0, sp.p + b0);
     sp.absmax[b0 >> sp.block_shift] = m;
   }
 
@@ -254,10 +254,11 @@ struct Engine {
     PP pp = ParamMaker<PP>::make(tp, seed);
     GP gp = make_plain<GP>(tp.grad);
     const bool swap = K > 1 && swap01<Rule>(c);  // core/traits.h: slots 0 and 1 trade lists
-    const SP sp0 = make_q8(L, tp, swap ? 1 : 0, seed);
-    const SP sp1 = make_q8(L, tp, K > 1 ? (swap ? 0 : 1) : 0, seed);
-    const SP sp2 = make_q8(L, tp, K > 2 ? 2 : 0, seed);
-    const SP sp3 = make_q8(L, tp, K > 3 ? 3 : 0, seed);
+    const uint32_t q8seed = sr_seed(0u, step_value(L, tp));  // the step only (core/q8.h q8_state_stream)
+    const SP sp0 = make_q8(L, tp, swap ? 1 : 0, q8seed);
+    const SP sp1 = make_q8(L, tp, K > 1 ? (swap ? 0 : 1) : 0, q8seed);
+    const SP sp2 = make_q8(L, tp, K > 2 ? 2 : 0, q8seed);
+    const SP sp3 = make_q8(L, tp, K > 3 ? 3 : 0, q8seed);
     alignas(64) float buf[K][kQ8MaxBlock];
     constexpr int KOS = KO > 0 ? KO : 1;
     alignas(64) float obuf[KOS][KO > 0 ? kQ8MaxBlock : 1];  // the block's per-element outputs

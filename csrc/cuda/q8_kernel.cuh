@@ -165,13 +165,13 @@ struct Q8RuleStep {
     uint8_t* codes[K];
     float* absmax[K];
     int sgn[K];
-    uint32_t stream[K];  // stochastic rounding: by the state's list (as the CPU walk)
+    uint32_t stream[K];  // stochastic rounding: by the step and the state's list (as the CPU walk)
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       codes[k] = static_cast<uint8_t*>(m.addr[2 + k][t]);
       absmax[k] = static_cast<float*>(m.addr[2 + K + k][t]);
       sgn[k] = int((signed_slots >> k) & 1u);
-      stream[k] = q8_state_stream(seed, k);
+      stream[k] = q8_state_stream(sr_seed(0u, step), k);  // the step only, as the CPU walk
     }
     if constexpr (K > 1) {
       if (swap01<Rule>(c)) {  // core/traits.h: slots 0 and 1 trade lists (codes, absmax and map)
@@ -278,7 +278,8 @@ struct Q8RuleStep {
               const float y = q8_state_y(x, inv, sgn[k] != 0);
               const float* half = s_half[sgn[k]];
               codes[k][i] = uint8_t(q8_state_code(half, sgn[k] != 0, q8_encode_search(half, y), x, y, inv,
-                                                  q8_uniform(stream[k], i)));
+                                                  q8_uniform(q8_block_stream(stream[k], q8_bits(s_blk[k][q])),
+                                                             i & int64_t(block - 1))));
             }
           }
         }
