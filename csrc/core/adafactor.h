@@ -15,6 +15,8 @@
 //   2. element pass: u (unfactored: also the V EMA, stored) and its sum of squares per tensor;
 //   3. element pass: recompute u from the factors (or the stored V), clip, scale, momentum, decay,
 //      write p. Per-tensor scalars (alpha, clip divisor) come from the sums of passes 0 and 2.
+// The CPU engine has no pass 0: RMS(p) is needed only by pass 3, so pass 2 sums p^2 as it goes (the
+// EMA weights of passes 1-2 depend on the step alone). CUDA keeps pass 0 (AfParamSumSq).
 // Factored = ndim >= 2 (leading dims are batch: a [B, R, C] view); 0-d and 1-d use V.
 // AMP: with grad_scale set, every grad is first divided by *grad_scale in place (in the param dtype's
 // arithmetic, written back unscaled, as torch's fused optimizers do) and the passes read the stored

@@ -4,8 +4,9 @@
 //
 // Work items of the element passes: blocks of row_block(C) whole rows of a factored tensor (the
 // row factor is then a per-row scalar, the col factors a contiguous vector), kChunk elements of an
-// unfactored one. Pass 2's per-item sums of u^2 go to kLanes fp64 lanes folded by a fixed tree and
-// are added per tensor in item order: results do not depend on the thread count.
+// unfactored one. Pass 2's per-item sums of u^2 and of p^2 (for RMS(p): there is no separate pass
+// over the params) go to kLanes fp64 lanes folded by a fixed tree and are added per tensor in item
+// order: results do not depend on the thread count.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -31,15 +32,28 @@ struct AfTensorCtx {
   AfElemCtx<T> e;
 };
 
-// Pass 2 (kApply = false: sum of u^2 into `part`) or pass 3 (kApply) over one item.
+// Pass 2 (kApply = false: sum of u^2 into `part`, sum of p^2 into `psq`) or pass 3 (kApply) over one
+// item.
 template <bool kTorch, bool kApply, bool kBeta1, class T, class PP, class SP>
-void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gsign, double* part) {
+void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gsign, double* part, double* psq) {
   const PP pp = make_plain<PP>(at.param);
   const PP gp = make_plain<PP>(at.grad);
   const SP vs = make_plain<SP>(at.row_or_var);
   const SP ms = make_plain<SP>(kBeta1 ? at.exp_avg : at.row_or_var);
-  double acc[kLanes];
-  for (int j = 0; j < kLanes; ++j) acc[j] = 0.0;
+  double acc[kLanes], pacc[kLanes];
+  for (int j = 0; j < kLanes; ++j) acc[j] = pacc[j] = 0.0;
+  // pass 2: p^2 of elements [i, i + kLanes) into the lanes (pass 3 needs RMS(p) of the old p)
+  auto psq_lanes = [&](int64_t i) {
+    prefetch_lanes(pp, i);
+    prefetch_lanes(gp, i);
+    double v[kLanes];
+    for (int l = 0; l < kLanes; ++l) v[l] = double(pp.load(i + l));
+    for (int l = 0; l < kLanes; ++l) pacc[l] += v[l] * v[l];
+  };
+  auto psq_tail = [&](int64_t i, int l) {
+    const double x = double(pp.load(i));
+    pacc[l] += x * x;
+  };
   auto finish = [&](int64_t i, T u) {
     if constexpr (kApply) {
       T m = kBeta1 ? ms.load(i) : T(0);
@@ -70,10 +84,12 @@ void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gs
             v[l] = double(u) * double(u);
           }
           for (int l = 0; l < kLanes; ++l) acc[l] += v[l];
+          psq_lanes(base + j);
         }
         for (int l = 0; j < C; ++j, ++l) {
           const T u = af_factored_u<kTorch>(gp.load(base + j), rf, cf[j], rd, c.e.floor);
           acc[l] += double(u) * double(u);
+          psq_tail(base + j, l);
         }
       }
     }
@@ -103,19 +119,26 @@ void af_item(const AfTensor& at, const AfTensorCtx<T>& c, const AfItem& it, T gs
           v[l] = double(u) * double(u);
         }
         for (int l = 0; l < kLanes; ++l) acc[l] += v[l];
+        psq_lanes(i);
       }
       for (int l = 0; i < it.end; ++i, ++l) {
         const T u = unf(i, gp.load(i));
         acc[l] += double(u) * double(u);
+        psq_tail(i, l);
       }
     }
   }
   if constexpr (!kApply) {
     for (int w = kLanes / 2; w > 0; w /= 2)
-      for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+      for (int j = 0; j < w; ++j) {
+        acc[j] += acc[j + w];
+        pacc[j] += pacc[j + w];
+      }
     *part = acc[0];
+    *psq = pacc[0];
   } else {
     (void)part;
+    (void)psq;
   }
 }
 
@@ -149,22 +172,13 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   const T gsign = (a.flags & kAfMaximize) ? T(-1) : T(1);
   if (a.grad_scale != nullptr) af_unscale<T, PP>(a, t0, n);
 
-  // pass 0: sum p^2 per tensor (reduction engine), then steps and per-tensor scalars
-  std::vector<double> psq(n);
-  {
-    AfParamSumSq p0(a, t0, n, psq.data());
-    p0.args.nthreads = a.nthreads;
-    reduce_dispatch(p0.args);
-  }
+  // steps, and the per-tensor scalars that depend on the step only (the EMA weights: passes 1-2);
+  // alpha and the decay need RMS(p), summed by pass 2 and set after it
+  std::vector<double> steps(n);
   std::vector<AfScalars> sc(n);
   for (int64_t t = 0; t < n; ++t) {
-    const AfTensor& at = tensors[t];
-    const double step = double(*at.step += 1.0f);
-    // transformers: norm / sqrt(numel) in fp32 (0/0 = nan for an empty tensor)
-    const double rms = std::sqrt(psq[t]) / std::sqrt(double(at.numel));
-    *at.rms = float(rms);
-    // the reference computes RMS in the param's compute dtype: fp32, or fp64 for fp64 params
-    sc[t] = af_scalars(a, step, sizeof(T) == 8 ? rms : double(float(rms)));
+    steps[t] = double(*tensors[t].step += 1.0f);
+    sc[t] = af_scalars(a, steps[t], 0.0);
   }
 
   // pass 1: row/col means of U of the factored grads, the R/C EMAs and the per-row/col factors
@@ -234,17 +248,35 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   const int nthreads = total < 32768 ? 1 : (a.nthreads > 0 ? a.nthreads : 1);
   const bool beta1 = !torch_sem && (a.flags & kAfBeta1);
 
-  // pass 2: u and sum u^2 per tensor
-  std::vector<double> part(size_t(nitems > 0 ? nitems : 1));
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1)
-  for (int64_t i = 0; i < nitems; ++i) {
-    const AfItem& it = items[i];
-    af_item<kTorch, false, false, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, &part[i]);
+  // pass 2: u and the sums of u^2 and p^2 per item. Each thread takes the items pass 3 gives it
+  // (schedule(static)'s contiguous blocks), in reverse: what it read last in pass 1 (grads) is read
+  // first here, and what it reads last here is what pass 3 starts with, so more of a group that
+  // does not fit in the cache is read from it than in same-direction sweeps. The sums are kept per
+  // item and folded in item order: the order the items run in changes no result.
+  std::vector<double> part(size_t(nitems > 0 ? nitems : 1)), ppart(size_t(nitems > 0 ? nitems : 1));
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    int64_t lo, hi;
+    static_block(nitems, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+    for (int64_t i = hi - 1; i >= lo; --i) {
+      const AfItem& it = items[i];
+      af_item<kTorch, false, false, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, &part[i], &ppart[i]);
+    }
   }
   for (int64_t t = 0; t < n; ++t) {
-    double s = 0.0;
-    for (int64_t k = first[t]; k < first[t + 1]; ++k) s += part[k];
-    af_set_clip<kTorch>(ctx[t].e, sc[t], af_clipdiv(s, tensors[t].numel, a.clip));
+    const AfTensor& at = tensors[t];
+    double s = 0.0, psq = 0.0;
+    for (int64_t k = first[t]; k < first[t + 1]; ++k) {
+      s += part[k];
+      psq += ppart[k];
+    }
+    // transformers: norm / sqrt(numel) in fp32 (0/0 = nan for an empty tensor)
+    const double rms = std::sqrt(psq) / std::sqrt(double(at.numel));
+    *at.rms = float(rms);
+    // the reference computes RMS in the param's compute dtype: fp32, or fp64 for fp64 params
+    sc[t] = af_scalars(a, steps[t], sizeof(T) == 8 ? rms : double(float(rms)));
+    ctx[t].e = af_elem_ctx<kTorch, T>(a, sc[t]);
+    af_set_clip<kTorch>(ctx[t].e, sc[t], af_clipdiv(s, at.numel, a.clip));
   }
 
   // pass 3: apply
@@ -252,16 +284,18 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
   for (int64_t i = 0; i < nitems; ++i) {
     const AfItem& it = items[i];
     if (beta1)
-      af_item<kTorch, true, true, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, nullptr);
+      af_item<kTorch, true, true, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, nullptr, nullptr);
     else
-      af_item<kTorch, true, false, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, nullptr);
+      af_item<kTorch, true, false, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, nullptr, nullptr);
   }
 }
 
 // Tensors are taken in groups of about kAfGroupBytes of params + grads, each group through all
-// four passes before the next: a group's params and grads are then read again from the L3 cache
+// three passes before the next: a group's params and grads are then read again from the cache
 // (passes 1-3 read the grad three times) instead of from memory. A larger tensor is a group alone.
-constexpr int64_t kAfGroupBytes = int64_t(20) << 20;
+// 4 MiB: on a 2-core EPYC (32 MiB L3 shared with other tenants) groups of 2-6 MiB were about 1 ms
+// faster per GPT-2-small step than 20 MiB ones (bench/results/cpu-2026-12-05-adafactor-passes.md).
+constexpr int64_t kAfGroupBytes = int64_t(4) << 20;
 
 template <bool kTorch, class T, class PP, class SP>
 void af_run(const AfArgs& a) {

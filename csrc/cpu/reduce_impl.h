@@ -18,6 +18,19 @@
 
 namespace fusedopt::cpu::FO_ISA {
 
+// Software prefetch. One core reading one array sequentially keeps too few cache lines in flight to
+// reach the memory's bandwidth (a 2-core AMD EPYC: 38 GB/s for a sum of squares on one core, 42-47
+// with lines fetched kPrefetchBytes ahead), so the streaming loops ask for them early.
+constexpr int64_t kPrefetchBytes = 8192;
+
+// Prefetch the cache lines of elements [i, i + kLanes) of a plain store, kPrefetchBytes ahead.
+template <class S>
+inline void prefetch_lanes(const S& s, int64_t i) {
+  constexpr int64_t esize = int64_t(sizeof(*s.p));
+  const char* at = reinterpret_cast<const char*>(s.p + i) + kPrefetchBytes;
+  for (int64_t off = 0; off < kLanes * esize; off += 64) __builtin_prefetch(at + off);
+}
+
 // ---- lane folds (the per-op traits are core/reduce.h's RedTraits) ------------------------------
 // Fold kLanes lanes by a fixed pairwise tree.
 template <class Tr>
@@ -34,12 +47,21 @@ inline double reduce_range(const Load& ld, int64_t b, int64_t e, double p) {
   for (int j = 0; j < kLanes; ++j) acc[j] = Tr::init();
   int64_t i = b;
   for (; i + kLanes <= e; i += kLanes) {
+    prefetch_lanes(ld.s, i);
     double v[kLanes];
     for (int j = 0; j < kLanes; ++j) v[j] = Tr::map(ld(i + j), p);
     for (int j = 0; j < kLanes; ++j) acc[j] = Tr::combine(acc[j], v[j]);
   }
   for (int j = 0; i < e; ++i, ++j) acc[j] = Tr::combine(acc[j], Tr::map(ld(i), p));
   return fold_lanes<Tr>(acc);
+}
+
+// The contiguous block of [0, n) that schedule(static) without a chunk size gives thread `id` of
+// `nt` (the first n % nt threads get one more): a loop can then walk its block in another order.
+inline void static_block(int64_t n, int64_t nt, int64_t id, int64_t* lo, int64_t* hi) {
+  const int64_t q = n / nt, rem = n % nt;
+  *lo = id * q + (id < rem ? id : rem);
+  *hi = *lo + q + (id < rem ? 1 : 0);
 }
 
 // One element widened to fp64, after the fp32 (fp64 for fp64 data) unscale.
@@ -158,6 +180,7 @@ void rowcol_typed(const RowColArgs& a) {
       for (int j = 0; j < kLanes; ++j) acc[j] = 0.0;
       int64_t c = 0;
       for (; c + kLanes <= C; c += kLanes) {
+        prefetch_lanes(src, base + c);
         double v[kLanes];
         for (int j = 0; j < kLanes; ++j) v[j] = u(base + c + j);
         for (int j = 0; j < kLanes; ++j) acc[j] += v[j];
