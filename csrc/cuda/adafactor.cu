@@ -8,10 +8,14 @@
 //   0. reduction engine (reduce.cu): sum p^2 per tensor, fp64, into `psq`;
 //   1. scalar_kernel: per tensor, bump the step, write RMS(p), build the AfElemCtx (af_scalars /
 //      af_elem_ctx: the CPU's expressions);
-//   2. reduction engine: row/col means of g^2 (+eps1) of each factored tensor into rm / cm, one
-//      tensor after another through one reused fp64 workspace; then factor_kernel: per (tensor,
-//      matrix) block the R and C EMAs (stored), mean R by a fixed block fold, the row and col
-//      factors (af_row_factor / af_col_factor / af_row_den) into rf / cf / rd;
+//   2. rowcol_kernel: one launch over the pieces (the element passes' pieces) of every factored
+//      tensor of a group (a group's column partials fit kAfRowColGroupDoubles: GPT-2 small is one
+//      group): the row means of g^2 (+eps1) into rm, and per piece its fp64 column sums into the
+//      row/col workspace (each tensor its own region); then factor_kernel: per (tensor, matrix)
+//      block the col means (its pieces' column sums folded in piece order), the R and C EMAs
+//      (stored), mean R by a fixed block fold, the row and col factors (af_row_factor /
+//      af_col_factor / af_row_den) into rf / cf / rd. Same arithmetic, in the same order, as the
+//      reduction engine's row_col (reduce.cu), which took two launches per tensor;
 //   3. pass_kernel<apply = false>: per piece u (unfactored: the V EMA, stored) and a fixed-tree fp64
 //      sum of u^2 into part[piece]; clip_kernel folds each tensor's pieces in order into the clip
 //      divisor (af_clipdiv, af_set_clip);
@@ -46,8 +50,16 @@ struct AfLayout {
   int64_t red_ws, psq, ctx, part, rc_ws, floats, total;  // offsets in doubles; total = size
   std::vector<int64_t> piece_base;                       // first piece of tensor t in `part`
   std::vector<int64_t> fac;                              // factored: offset of its floats (in floats)
+  std::vector<int64_t> rc_base;                          // factored: its column partials in rc_ws
+  std::vector<int64_t> rc_groups;                        // tensors [rc_groups[k], rc_groups[k + 1]): one
+                                                         // row/col launch through rc_ws, in turn
   int64_t npieces = 0;
 };
+
+// The row/col workspace holds the column partials of a group of tensors (about numel / row_block
+// doubles per tensor); groups are closed at this many doubles (32 MiB), so a large model's step needs
+// no more than that (or one tensor's partials, when larger) whatever its size.
+constexpr int64_t kAfRowColGroupDoubles = int64_t(4) << 20;
 
 // Per-tensor values on the device: the element ctx and the fp64 step size (the CPU divides the fp64
 // alpha by the clip divisor, so keep it for clip_kernel).
@@ -64,15 +76,18 @@ int64_t af_pieces(const AfTensor& t) {
   return t.batch * ((t.rows + rb - 1) / rb);
 }
 
-// floats of a factored tensor: rm[B*R], cm[B*C] (row/col means), rf[B*R], cf[B*C], rd[B]
-int64_t af_floats(const AfTensor& t) { return 2 * t.batch * t.rows + 2 * t.batch * t.cols + t.batch; }
+// floats of a factored tensor: rm[B*R] (row means), rf[B*R], cf[B*C], rd[B] (the col means are folded
+// from the column partials where factor_kernel uses them)
+int64_t af_floats(const AfTensor& t) { return 2 * t.batch * t.rows + t.batch * t.cols + t.batch; }
 
 AfLayout af_layout(const AfArgs& a) {
   AfLayout L;
   const int64_t n = a.ntensors;
-  int64_t pchunks = 0, rc = 1, fl = 0;
+  int64_t pchunks = 0, rc = 0, rc_max = 0, fl = 0;
+  L.rc_groups.push_back(0);
   L.piece_base.resize(size_t(n));
   L.fac.assign(size_t(n), -1);
+  L.rc_base.assign(size_t(n), -1);
   for (int64_t t = 0; t < n; ++t) {
     const AfTensor& at = a.tensors[t];
     pchunks += num_chunks(at.numel);
@@ -80,7 +95,13 @@ AfLayout af_layout(const AfArgs& a) {
     L.npieces += af_pieces(at);
     if (at.factored && at.numel > 0) {
       const int64_t w = rowcol_workspace(at.batch, at.rows, at.cols);
-      rc = w > rc ? w : rc;
+      if (rc > 0 && rc + w > kAfRowColGroupDoubles) {
+        L.rc_groups.push_back(t);
+        rc = 0;
+      }
+      L.rc_base[size_t(t)] = rc;
+      rc += w;
+      rc_max = rc > rc_max ? rc : rc_max;
       L.fac[size_t(t)] = fl;
       fl += af_floats(at);
     }
@@ -95,10 +116,11 @@ AfLayout af_layout(const AfArgs& a) {
   L.part = o;
   o += L.npieces > 0 ? L.npieces : 1;
   L.rc_ws = o;
-  o += rc;
+  o += rc_max > 0 ? rc_max : 1;
   L.floats = o;
   o += (fl + 1) / 2 + 1;
   L.total = o;
+  L.rc_groups.push_back(n);
   return L;
 }
 
@@ -148,10 +170,10 @@ __global__ void __launch_bounds__(kAfFactor.bound)
   const AfElemCtx<float> c = ctx[s.t].e;
   const int64_t B = s.batch, Rn = s.rows, Cn = s.cols;
   const float* rm = s.fl;
-  const float* cm = rm + B * Rn;
-  float* rf = const_cast<float*>(cm + B * Cn);
+  float* rf = const_cast<float*>(rm + B * Rn);
   float* cf = rf + B * Rn;
   float* rd = cf + B * Cn;
+  const double inv_r = 1.0 / double(Rn);
   for (int64_t b = m.block_j[blockIdx.x]; b < B; b += s.nblocks) {
     double acc = 0.0;
     for (int64_t i = threadIdx.x; i < Rn; i += kAfThreads) {
@@ -163,7 +185,11 @@ __global__ void __launch_bounds__(kAfFactor.bound)
     for (int64_t i = threadIdx.x; i < Rn; i += kAfThreads) rf[b * Rn + i] = af_row_factor<kTorch>(s.R[b * Rn + i], mean);
     if (kTorch && threadIdx.x == 0) rd[b] = af_row_den(mean, a.eps1);
     for (int64_t j = threadIdx.x; j < Cn; j += kAfThreads) {
-      const float v = af_ema<kTorch>(s.C[b * Cn + j], cm[b * Cn + j], c);
+      // the col mean: matrix b's pieces' column sums in piece order (row_col's column fold)
+      const double* cp = s.cpart + b * s.per_mat * Cn + j;
+      double cs = 0.0;
+      for (int64_t k = 0; k < s.per_mat; ++k) cs += cp[k * Cn];
+      const float v = af_ema<kTorch>(s.C[b * Cn + j], float(cs * inv_r), c);
       s.C[b * Cn + j] = v;
       cf[b * Cn + j] = af_col_factor<kTorch>(v);
     }
@@ -209,7 +235,7 @@ __global__ void __launch_bounds__(kAfPieces.bound)
     const int64_t Rn = s.rows, Cn = s.cols, rb = row_block(Cn);
     const int64_t b = piece / s.per_mat, r0 = (piece % s.per_mat) * rb;
     const int64_t r1 = r0 + rb < Rn ? r0 + rb : Rn;
-    const float* rf = s.fl + s.batch * Rn + s.batch * Cn;  // after rm [B*R], cm [B*C]
+    const float* rf = s.fl + s.batch * Rn;  // after rm [B*R]
     const float* cf = rf + s.batch * Rn + b * Cn;
     const float rd = kTorch ? (rf + s.batch * Rn + s.batch * Cn)[b] : 1.0f;
     const int64_t base = (b * Rn + r0) * Cn;
@@ -242,6 +268,52 @@ __global__ void __launch_bounds__(kAfPieces.bound)
   if constexpr (!kApply) {
     const double r = af_block_sum(acc, sh);
     if (threadIdx.x == 0) q.part[s.piece_base + piece] = r;
+  }
+}
+
+// ---- 2. row means and column partials of g^2 (+eps1), every factored tensor in one launch -------------
+struct RowColPassArgs {
+  const float* found_inf;
+  double* cpart;  // the row/col workspace
+  double add;     // eps1 (transformers semantics) or 0
+};
+static_assert(sizeof(RowColPassArgs) <= kAfPassParamBytes, "rowcol_kernel's arguments outgrew launch_plan.h's budget");
+
+// One block per piece (row_block(C) rows of one matrix): warps take rows (lanes stride the columns,
+// a fixed shuffle tree), writing the row mean; threads take columns (the piece's rows in order),
+// writing fp64 column sums that factor_kernel folds. reduce.cu's row_col, term for term.
+template <class PP>
+__global__ void __launch_bounds__(kAfPieces.bound)
+    rowcol_kernel(const __grid_constant__ AfPieceMeta m, const RowColPassArgs q) {
+  if (skipped(q.found_inf)) return;
+  const AfPieceSlot& s = m.s[m.block_slot[blockIdx.x]];
+  const int64_t piece = m.block_piece[blockIdx.x];
+  const int64_t Rn = s.rows, Cn = s.cols, rb = row_block(Cn);
+  const int64_t b = piece / s.per_mat, r0 = (piece % s.per_mat) * rb;
+  const int64_t r1 = r0 + rb < Rn ? r0 + rb : Rn;
+  const PP gp = make_plain<PP>(const_cast<void*>(s.g));
+  float* rm = const_cast<float*>(s.fl);
+  const double inv_c = 1.0 / double(Cn);
+  const int lane = int(threadIdx.x) % kWarp, warp = int(threadIdx.x) / kWarp;
+  constexpr int kWarps = kAfThreads / kWarp;
+  for (int64_t r = r0 + warp; r < r1; r += kWarps) {
+    const int64_t base = (b * Rn + r) * Cn;
+    double acc = 0.0;
+    for (int64_t c = lane; c < Cn; c += kWarp) {
+      const double x = double(gp.load(base + c));
+      acc += x * x + q.add;
+    }
+    for (int w = kWarp / 2; w > 0; w /= 2) acc += __shfl_down_sync(0xffffffffu, acc, w);
+    if (lane == 0) rm[b * Rn + r] = float(acc * inv_c);
+  }
+  double* out = q.cpart + s.rc_base + piece * Cn;
+  for (int64_t c = threadIdx.x; c < Cn; c += kAfThreads) {
+    double acc = 0.0;
+    for (int64_t r = r0; r < r1; ++r) {
+      const double x = double(gp.load((b * Rn + r) * Cn + c));
+      acc += x * x + q.add;
+    }
+    out[c] = acc;
   }
 }
 
@@ -302,9 +374,11 @@ void per_tensor_launches(const AfArgs& a, const AfLayout& L, const Fn& fn) {
   });
 }
 
-// Packs the pieces of every non-empty tensor into launches (plan_pieces with kAfPieces' limits).
+// Packs the pieces of every non-empty tensor into launches (plan_pieces with kAfPieces' limits);
+// with factored_only, those of the non-empty factored tensors in [t0, t1) only.
 template <class F>
-void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, const F& launch) {
+void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, const F& launch,
+                           bool factored_only = false, int64_t t0 = 0, int64_t t1 = -1) {
   for (int64_t t = 0; t < a.ntensors; ++t) {
     const AfTensor& at = a.tensors[t];
     if (af_pieces(at) > int64_t(INT32_MAX)) throw std::runtime_error("fusedopt CUDA adafactor_: tensor too large");
@@ -330,6 +404,7 @@ void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, co
       s.rows = at.rows;
       s.cols = at.cols;
       s.piece_base = L.piece_base[size_t(t)];
+      s.rc_base = L.rc_base[size_t(t)];
       s.per_mat = at.factored ? int32_t((at.rows + row_block(at.cols) - 1) / row_block(at.cols)) : 0;
       s.t = int32_t(t);
       s.factored = at.factored;
@@ -341,8 +416,11 @@ void for_each_piece_launch(const AfArgs& a, const AfLayout& L, float* floats, co
     void launch(int nblocks) { fn(m, nblocks); }
     void carry(int slot) { m.s[0] = m.s[slot]; }
   };
-  plan_pieces(a.ntensors, [&](int64_t t) { return af_pieces(a.tensors[t]); }, kAfPieces.max_slots,
-              kAfPieces.max_blocks, Sink{a, L, floats, launch});
+  plan_pieces(a.ntensors, [&](int64_t t) {
+    const AfTensor& at = a.tensors[t];
+    if (factored_only && (!at.factored || t < t0 || t >= t1)) return int64_t(0);
+    return af_pieces(at);
+  }, kAfPieces.max_slots, kAfPieces.max_blocks, Sink{a, L, floats, launch});
 }
 
 template <bool kTorch, bool kApply, bool kBeta1, class PP>
@@ -382,39 +460,28 @@ void af_cuda(const AfArgs& a, double* ws, cudaStream_t stream) {
     check_launch("adafactor_", "scalar kernel launch");
   });
 
-  // 2. row/col means of g^2 (+eps1), then the factor EMAs and factors
+  // 2. row means and column partials of g^2 (+eps1), then the col means, factor EMAs and factors;
+  // group after group of tensors through the one row/col workspace (stream order)
+  double* cpart = ws + L.rc_ws;
   struct FactorSink {
     const AfArgs& a;
     const AfLayout& L;
     float* floats;
-    double* rc_ws;
+    const double* cpart;
     DevCtx* ctx;
     cudaStream_t stream;
     AfFactorMeta fm{};
     void slot(int slot, int64_t t, int nblocks) {
       const AfTensor& at = a.tensors[t];
-      float* fl = floats + L.fac[size_t(t)];
-      RowColArgs rc{};  // the row/col means of this tensor, before the factor launch that reads them
-      rc.data = at.grad;
-      rc.batch = at.batch;
-      rc.rows = at.rows;
-      rc.cols = at.cols;
-      rc.dt = a.dt;
-      rc.square = true;
-      rc.mean = true;
-      rc.add = kTorch ? 0.0 : a.eps1;
-      rc.row_out = fl;
-      rc.col_out = fl + at.batch * at.rows;
-      rc.workspace = rc_ws;  // reused: the launches of one stream run in order
-      rc.stream = stream;
-      row_col(rc);
       AfFactorSlot& s = fm.s[slot];
       s.R = static_cast<float*>(at.row_or_var);
       s.C = static_cast<float*>(at.col);
-      s.fl = fl;
+      s.fl = floats + L.fac[size_t(t)];
+      s.cpart = cpart + L.rc_base[size_t(t)];
       s.batch = at.batch;
       s.rows = at.rows;
       s.cols = at.cols;
+      s.per_mat = (at.rows + row_block(at.cols) - 1) / row_block(at.cols);
       s.t = int32_t(t);
       s.nblocks = int32_t(nblocks);
     }
@@ -427,10 +494,18 @@ void af_cuda(const AfArgs& a, double* ws, cudaStream_t stream) {
       check_launch("adafactor_", "factor kernel launch");
     }
   };
-  plan_factor_blocks(n, [&](int64_t t) {
-    const AfTensor& at = a.tensors[t];
-    return at.factored && at.numel > 0 ? at.batch : int64_t(0);
-  }, FactorSink{a, L, floats, ws + L.rc_ws, ctx, stream});
+  const RowColPassArgs rq{a.found_inf, cpart, kTorch ? 0.0 : a.eps1};
+  for (size_t k = 0; k + 1 < L.rc_groups.size(); ++k) {
+    const int64_t g0 = L.rc_groups[k], g1 = L.rc_groups[k + 1];
+    for_each_piece_launch(a, L, floats, [&](const AfPieceMeta& m, int nblocks) {
+      rowcol_kernel<PP><<<nblocks, kAfPieces.threads, 0, stream>>>(m, rq);
+      check_launch("adafactor_", "row/col launch");
+    }, /*factored_only=*/true, g0, g1);
+    plan_factor_blocks(n, [&](int64_t t) {
+      const AfTensor& at = a.tensors[t];
+      return at.factored && at.numel > 0 && t >= g0 && t < g1 ? at.batch : int64_t(0);
+    }, FactorSink{a, L, floats, cpart, ctx, stream});
+  }
 
   // 3. u, sum u^2 per piece, the clip divisor per tensor
   const PassArgs q{a.found_inf, ctx, part, (a.flags & kAfMaximize) ? -1.0f : 1.0f};

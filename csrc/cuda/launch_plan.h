@@ -232,15 +232,16 @@ struct RedMeta {
 constexpr size_t kRedParamBytes = 64;  // the kernels' other arguments (reduce.cu checks)
 
 // Adafactor's pass_kernel (adafactor.cu); large arguments too.
-inline constexpr PieceKernel kAfPieces{"adafactor pass_kernel", 128, 2240, 512, 512};
+inline constexpr PieceKernel kAfPieces{"adafactor pass_kernel / rowcol_kernel / unscale_kernel", 128, 2240, 512, 512};
 struct AfPieceSlot {
   void* p;
   const void* g;
   float* v;         // unfactored: V
   float* m;         // exp_avg (kBeta1) or null
-  const float* fl;  // factored: rm, cm, rf, cf, rd
+  const float* fl;  // factored: rm, rf, cf, rd
   int64_t numel, batch, rows, cols;
   int64_t piece_base;
+  int64_t rc_base;  // factored: its first fp64 column partial in the row/col workspace
   int32_t per_mat;  // pieces per matrix (factored)
   int32_t t;
   bool factored;
@@ -258,8 +259,9 @@ constexpr int kAfFactorBlocks = 32;
 struct AfFactorSlot {
   float* R;         // state R [B*rows]
   float* C;         // state C [B*cols]
-  const float* fl;  // this tensor's floats: rm, cm, rf, cf, rd
-  int64_t batch, rows, cols;
+  const float* fl;  // this tensor's floats: rm, rf, cf, rd
+  const double* cpart;  // its column partials: [batch * per_mat][cols], folded here into the col means
+  int64_t batch, rows, cols, per_mat;
   int32_t t;        // index in the call (ctx)
   int32_t nblocks;  // blocks sharing its matrices: block j takes b = j, j + nblocks, ...
 };
