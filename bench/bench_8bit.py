@@ -67,6 +67,9 @@ def main():
     n = sum(int(torch.Size(s).numel()) for _, s in wl.shapes)
     print(f"# 8-bit AdamW on {wl.desc}: {n:,} params, {len(wl.shapes)} tensors, device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
+    if args.device == "cpu":
+        info = fusedopt.build_info()
+        print(f"# CPU code path: {info['cpu_isa']} kernels, 8-bit decoder {info['cpu_q8_decoder']}")
     kinds = ["fusedopt-8bit", "fusedopt-32bit"]
     if "bnb" not in args.skip:
         kinds.append("bitsandbytes AdamW8bit")

@@ -454,7 +454,7 @@ def test_every_cpu_isa_gives_the_same_bits(isa):
         "q8=fusedopt.AdamW(qs, lr=1e-2, weight_decay=0.1, state_bits=8, min_8bit_size=0);"
         "gs=lambda q: torch.randn_like(q)*torch.rand_like(q).pow(8)*torch.rand_like(q).lt(0.9);"
         "[([setattr(q,'grad',gs(q)) for q in qs], q8.step()) for _ in range(3)];"
-        "print(fusedopt.build_info()['cpu_isa']);"
+        "print(fusedopt.build_info()['cpu_isa'], fusedopt.build_info()['cpu_q8_decoder']);"
         "st=[v for q in qs for k,v in sorted(q8.state[q].items()) if k!='step'];"
         "torch.save([p.detach() for p in ps + qs] + st, __import__('sys').argv[1])"
     )
@@ -465,7 +465,12 @@ def test_every_cpu_isa_gives_the_same_bits(isa):
         r = subprocess.run([sys.executable, "-c", code, path], env=env, capture_output=True, text=True, check=True)
         outs.append((r.stdout.strip(), torch.load(path)))
         os.remove(path)
-    assert outs[0][0] == isa or outs[0][0] == "scalar"
+    ran, decoder = outs[0][0].split()
+    assert ran == isa or ran == "scalar"
+    assert decoder == {"scalar": "scalar", "avx2": "avx2-gather"}[ran]  # build_info names the 8-bit decoder that ran
+    ran512, decoder512 = outs[1][0].split()
+    if ran512 == "avx512":
+        assert decoder512 in ("avx512-vbmi", "avx512-gather")
     for a, b in zip(outs[0][1], outs[1][1]):
         assert torch.equal(a, b)
 

@@ -33,6 +33,10 @@ AdafactorKernel adafactor_kernel(Isa isa);
 
 Isa active_isa();           // what kernel() uses: best supported, capped by FUSEDOPT_CPU_ISA
 const char* isa_name(Isa);  // "scalar" | "avx2" | "avx512"
+// The 8-bit state decoder the active ISA runs on this CPU (q8_block.h): "avx512-vbmi" (byte
+// permutes, CPUs with AVX-512 VBMI), "avx512-gather" (AVX-512 without VBMI), "avx2-gather",
+// "scalar".
+const char* q8_decoder_name();
 bool openmp_enabled();
 
 // 8-bit codebooks for the CPU engine: {unsigned, signed}, with their bucket tables (built once).

@@ -60,6 +60,16 @@ Isa active_isa() {
   return isa;
 }
 
+const char* q8_decoder_name() {
+  switch (active_isa()) {
+#if defined(__x86_64__)
+    case Isa::Avx512: return __builtin_cpu_supports("avx512vbmi") ? "avx512-vbmi" : "avx512-gather";
+#endif
+    case Isa::Avx2: return "avx2-gather";
+    default: return "scalar";
+  }
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx2: return "avx2";

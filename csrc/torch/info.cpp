@@ -54,6 +54,7 @@ std::string build_info() {
   o << ", \"backends\": [\"cpu\"], \"cuda_archs\": \"\"";
 #endif
   o << ", \"cpu_isa\": " << quoted(cpu::isa_name(cpu::active_isa()));
+  o << ", \"cpu_q8_decoder\": " << quoted(cpu::q8_decoder_name());
 #if defined(__x86_64__)
   o << ", \"cpu_isas_compiled\": [\"scalar\", \"avx2\", \"avx512\"]";
 #else
