@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/adafactor_plan.h"
 #include "cuda/launch_plan.h"
 #include "harness.h"
 
@@ -262,6 +263,93 @@ TEST_CASE(adafactor_factor_launches_fit) {
     CHECK_MSG(err.empty(), "%s", err.c_str());
   }
   CHECK(kAfFactor.threads <= kAfFactor.bound && kAfFactor.max_blocks <= 255 * kAfFactorBlocks);
+}
+
+// Adafactor's workspace (adafactor_plan.h): the regions do not overlap, every factored tensor's column
+// partials lie in one row/col group whose partials fit the region (and the cap, unless the tensor is
+// alone in its group), groups cover the tensors in order, and the pieces and floats are laid out in order.
+TEST_CASE(adafactor_workspace_layout) {
+  struct Shape {
+    int64_t batch, rows, cols;
+    bool factored;
+  };
+  // GPT-2-like matrices, a wide one (64-row pieces), conv-like batches, vectors, empties, and matrices
+  // whose partials alone exceed the group cap
+  const std::vector<std::vector<Shape>> sets = {
+      {{1, 50257, 768, true}, {1, 1, 768, false}, {1, 768, 2304, true}, {1, 768, 768, true}, {1, 1, 3072, false}},
+      {{1, 768, 50257, true}, {192, 7, 7, true}, {1, 0, 5, true}, {1, 1, 0, false}, {12, 64, 64, true}},
+      {{1, 4096, 32000, true}, {1, 4096, 32000, true}, {1, 11008, 4096, true}, {1, 1, 4096, false},
+       {1, 4096, 4096, true}},
+  };
+  for (size_t si = 0; si < sets.size(); ++si) {
+    for (int reps : {1, 3, 40}) {
+      std::vector<AfTensor> ts;
+      for (int r = 0; r < reps; ++r)
+        for (const Shape& sh : sets[si]) {
+          AfTensor t{};
+          t.batch = sh.batch;
+          t.rows = sh.rows;
+          t.cols = sh.cols;
+          t.numel = sh.batch * sh.rows * sh.cols;
+          t.factored = sh.factored;
+          ts.push_back(t);
+        }
+      AfArgs a{};
+      a.tensors = ts.data();
+      a.ntensors = int64_t(ts.size());
+      const AfLayout L = af_layout(a);
+      const int64_t n = a.ntensors, rc_size = L.floats - L.rc_ws;
+      std::string err;
+      auto fail = [&](const std::string& what) {
+        if (err.empty()) err = fo_test::fmt("set %zu x%d: ", si, reps) + what;
+      };
+      if (!(0 == L.red_ws && L.red_ws < L.psq && L.psq + n <= L.ctx && L.ctx < L.part &&
+            L.part + (L.npieces > 0 ? L.npieces : 1) <= L.rc_ws && L.rc_ws < L.floats && L.floats < L.total))
+        fail("regions out of order");
+      if (L.rc_groups.size() < 2 || L.rc_groups.front() != 0 || L.rc_groups.back() != n) fail("groups do not cover");
+      for (size_t k = 0; k + 1 < L.rc_groups.size(); ++k) {
+        const int64_t g0 = L.rc_groups[k], g1 = L.rc_groups[k + 1];
+        if (g1 <= g0) fail("empty group");
+        int64_t next = 0, factored = 0;
+        for (int64_t t = g0; t < g1; ++t) {
+          const AfTensor& at = ts[size_t(t)];
+          if (!(at.factored && at.numel > 0)) {
+            if (L.rc_base[size_t(t)] != -1) fail(fo_test::fmt("tensor %lld has partials", (long long)t));
+            continue;
+          }
+          if (L.rc_base[size_t(t)] != next) fail(fo_test::fmt("tensor %lld: partials at %lld, expected %lld", (long long)t,
+                                                                (long long)L.rc_base[size_t(t)], (long long)next));
+          next += rowcol_workspace(at.batch, at.rows, at.cols);
+          ++factored;
+        }
+        if (next > rc_size) fail(fo_test::fmt("group %zu needs %lld doubles, region %lld", k, (long long)next,
+                                              (long long)rc_size));
+        if (next > kAfRowColGroupDoubles && factored > 1) fail(fo_test::fmt("group %zu over the cap", k));
+        if (k > 0) {  // a group is closed only when the next tensor would not fit
+          int64_t prev = 0, first_w = 0;
+          for (int64_t t = L.rc_groups[k - 1]; t < g0; ++t)
+            if (ts[size_t(t)].factored && ts[size_t(t)].numel > 0)
+              prev += rowcol_workspace(ts[size_t(t)].batch, ts[size_t(t)].rows, ts[size_t(t)].cols);
+          for (int64_t t = g0; t < g1 && first_w == 0; ++t)
+            if (ts[size_t(t)].factored && ts[size_t(t)].numel > 0)
+              first_w = rowcol_workspace(ts[size_t(t)].batch, ts[size_t(t)].rows, ts[size_t(t)].cols);
+          if (!(prev + first_w > kAfRowColGroupDoubles)) fail(fo_test::fmt("group %zu closed early", k - 1));
+        }
+      }
+      int64_t piece = 0, fl = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        const AfTensor& at = ts[size_t(t)];
+        if (L.piece_base[size_t(t)] != piece) fail(fo_test::fmt("tensor %lld: pieces out of order", (long long)t));
+        piece += af_pieces(at);
+        if (at.factored && at.numel > 0) {
+          if (L.fac[size_t(t)] != fl) fail(fo_test::fmt("tensor %lld: floats out of order", (long long)t));
+          fl += af_floats(at);
+        }
+      }
+      if (piece != L.npieces || (fl + 1) / 2 > L.total - L.floats) fail("pieces or floats overflow");
+      CHECK_MSG(err.empty(), "%s", err.c_str());
+    }
+  }
 }
 
 TEST_CASE(grid_stride_kernels_fit) {
