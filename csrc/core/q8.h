@@ -165,18 +165,28 @@ FO_HD float q8_state_y(float x, float inv, bool is_signed) {
 // The code of x (see the header): y = q8_state_y(x, inv, is_signed), cnt = #{j : H[j] <= y}
 // (any value when y >= 1), u = q8_uniform(...). The CPU's SIMD bodies (cpu/q8_block.h) compute the
 // same operations.
-FO_HD int q8_state_code(const float* half, bool is_signed, int cnt, float x, float y, float inv, float u) {
+// Its two halves: r, the index in H of the stored magnitude (q8_state_r), then the sign and floor
+// rules that make the code (q8_state_finish).
+FO_HD int q8_state_r(const float* half, bool is_signed, int cnt, float y, float u) {
   int r = q8_half_size(is_signed) - 1;
   if (y < 1.0f) {
     const int k = cnt - 1;
     const float h0 = half[k];
     r = k + (h0 + u * (half[k + 1] - h0) < y ? 1 : 0);
   }
+  return r;
+}
+
+FO_HD int q8_state_finish(int r, bool is_signed, float x, float inv) {
   if (is_signed) {
     r = ((x > 0.0f || x < 0.0f) && r < 1) ? 1 : r;
     return (q8_bits(x) >> 31) ? kQ8ZeroSigned - (r < kQ8ZeroSigned ? r : kQ8ZeroSigned) : kQ8ZeroSigned + r;
   }
   return (inv > 0.0f && r < 1) ? 1 : r;
+}
+
+FO_HD int q8_state_code(const float* half, bool is_signed, int cnt, float x, float y, float inv, float u) {
+  return q8_state_finish(q8_state_r(half, is_signed, cnt, y, u), is_signed, x, inv);
 }
 
 // Inverse scale of a block: 1/absmax, 0 for absmax 0 (every value then encodes as the 0 code).
@@ -328,6 +338,40 @@ inline bool q8_build_segments(const float* half, bool is_signed, Q8Seg* seg) {
     seg->first[e & 31] = s0;
   }
   return true;
+}
+
+// The part of a segment table the per-element form below reads: what the CUDA walk carries (in its
+// kernel arguments, then shared memory) for each map.
+struct Q8SegLite {
+  uint8_t first[32];
+  float next[16], a[16], c[16];
+};
+
+inline void q8_seg_lite(const Q8Seg& sg, Q8SegLite* out) {
+  for (int e = 0; e < 32; ++e) out->first[e] = uint8_t(sg.first[e]);
+  for (int s = 0; s < 16; ++s) {
+    out->next[s] = sg.next[s];
+    out->a[s] = sg.a[s];
+    out->c[s] = sg.c[s];
+  }
+}
+
+// q8_state_r from a segment table (Q8Seg or Q8SegLite): one element of the CPU's AVX-512 segment form
+// (cpu/q8_block.h), the same float operations. y = q8_state_y(...) in [0, 1], u = q8_uniform(...).
+// Returns -1 where t's fraction is under 4 eps (the comparison is too close to its threshold for the
+// line): then q8_state_r with an exact count (q8_encode_search) decides. Elsewhere it equals q8_state_r
+// (tests/cpp/test_q8.cpp checks both maps over every binade and many u).
+template <class Seg>
+FO_HD int q8_seg_r(const Seg& sg, float y, float u) {
+  uint32_t ex = q8_bits(y) >> 23;
+  ex = ex < 96u ? 96u : ex;  // binades below 2^-31 (0 included) are segment 0's
+  int s = int(sg.first[ex & 31u]);
+  for (int q = 0; q < kQ8SegCmp; ++q) s += y >= sg.next[s & 15] ? 1 : 0;
+  s &= 15;
+  const float t = fmaf(y, sg.a[s], sg.c[s]) - (1.0f + u);
+  const float fl = floorf(t);
+  if (t - fl < 4.0f * kQ8SegEps) return -1;
+  return int(fl);
 }
 
 // ---- storage policy of an 8-bit state (kTile > 1: the engines walk blocks) -----------------------

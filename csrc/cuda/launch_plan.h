@@ -148,7 +148,8 @@ constexpr int kBigArgBytes = 32764;  // CUDA 12.1+ on sm_70+: the piece kernels'
 constexpr int kMtaArgBytes = kBigArgBytes;
 inline constexpr PieceKernel kMta{"mta_kernel", 0 /* per depth: TensorListMeta<Depth>::kMaxTensors */, 1 << 24, 512,
                                   512};
-constexpr int kMtaFnBytes = 256;  // reserved for the functor (the kernel's second argument)
+constexpr int kMtaFnBytes = 768;  // reserved for the functor (the kernel's second argument; the 8-bit walk's
+                                  // carries its two 224-byte segment tables)
 constexpr int kMtaMetaBytes = kMtaArgBytes - kMtaFnBytes;
 constexpr int64_t kCudaChunk = 16384;  // elements per block of the element passes (kChunk's quarter: 4x the
                                        // blocks, so the last wave of a launch idles less of the GPU)

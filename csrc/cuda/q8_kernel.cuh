@@ -11,9 +11,12 @@
 //   3. per state the new absmax of every block: a warp max (shuffles) per 32-element segment into
 //      shared memory, then one thread per block takes the max over its B / 32 segments
 //      (B = 256: 8 segments; the span holds 4096 / B blocks);
-//   4. requantize: core/q8.h q8_state_code (stochastic rounding with the state's stream; the index
-//      of y in the map's non-negative half by branchless binary search in shared memory), store the
-//      codes and the new absmax.
+//   4. requantize: core/q8.h q8_state_code (stochastic rounding with the state's stream), by its
+//      segment form q8_seg_r (the CPU's AVX-512 form: a line per run of evenly spaced map values,
+//      about ten ALU operations and three lookups in a 224-byte table per map, kept in shared memory)
+//      and, for the few values whose comparison lies within 4 eps of its threshold, q8_state_r with
+//      the index of y in the map's non-negative half by branchless binary search in shared memory
+//      (8 dependent lookups, which every value took before); store the codes and the new absmax.
 // The absmax of a block is written by the one iteration that holds the whole block: kQ8Span is a
 // multiple of every block size, and chunks (kChunkElems) are multiples of kQ8Span.
 // A rule with per-tensor outputs (kRedOut: LAMB's first pass) sums out[k]^2 per thread in fp64 in its
@@ -64,6 +67,27 @@ FO_DEV void block_fold_partials(const double* acc, double* partial) {
   }
 }
 
+// The segment tables of the two maps ({unsigned, signed}; core/q8.h q8_build_segments), built once on
+// the host; every launch carries them in its functor (kernel arguments), so no copy to the device.
+inline const Q8SegLite* q8_seg_tables() {
+  struct Tables {
+    Q8SegLite t[2];
+    Tables() {
+      const float values[2][256] = {{FO_Q8_UNSIGNED_VALUES}, {FO_Q8_SIGNED_VALUES}};
+      for (int m = 0; m < 2; ++m) {
+        float half[256];
+        Q8Seg seg;
+        q8_fill_half(values[m], m == 1, half);
+        if (!q8_build_segments(half, m == 1, &seg))
+          throw std::logic_error("fusedopt: 8-bit codebook is not piecewise linear as the encoder expects (internal error)");
+        q8_seg_lite(seg, &t[m]);
+      }
+    }
+  };
+  static const Tables tables;
+  return tables.t;
+}
+
 template <class Rule, int V, class PP>
 struct Q8RuleStep {
   static constexpr int kMinBlocks = 1;  // the tile walk keeps a block's states in registers (up to 128)
@@ -100,9 +124,12 @@ struct Q8RuleStep {
   int block;
   uint32_t signed_slots;
   bool step_f64;
+  Q8SegLite seg[2];  // q8_seg_tables()
 
   static Q8RuleStep from(const Launch& L) {
     Q8RuleStep f;
+    f.seg[0] = q8_seg_tables()[0];
+    f.seg[1] = q8_seg_tables()[1];
     for (int h = 0; h < kMaxHyper; ++h) f.hyper[h] = L.hyper[h];
     f.lr = L.lr;
     f.lr_ptr = L.lr_ptr;
@@ -136,11 +163,16 @@ struct Q8RuleStep {
     __shared__ float s_half[2][256];  // core/q8.h q8_fill_half
     __shared__ float s_seg[K][kQ8Segs];
     __shared__ float s_blk[K][kQ8Span / kQ8Tile];
+    __shared__ Q8SegLite s_tab[2];
     for (int i = int(threadIdx.x); i < 512; i += int(blockDim.x)) {
       const int m = i >> 8, j = i & 255, z = m ? kQ8ZeroSigned : 0;
       s_val[m][j] = kQ8DevValues[m][j];
       s_half[m][j] = j < 256 - z ? kQ8DevValues[m][z + j] : FO_Q8_INF;
     }
+    static_assert(sizeof(Q8SegLite) % 4 == 0, "the tables are copied word by word");
+    constexpr int kTabWords = int(2 * sizeof(Q8SegLite) / 4);
+    if (int(threadIdx.x) < kTabWords)
+      reinterpret_cast<uint32_t*>(s_tab)[threadIdx.x] = reinterpret_cast<const uint32_t*>(seg)[threadIdx.x];
 
     const int t = mta_slot(m, b);
     const int32_t chunk = mta_chunk(m, b, t);
@@ -275,11 +307,15 @@ struct Q8RuleStep {
               if (kReadOnly & (1u << k)) continue;  // core/traits.h: loaded, not stored
               const float inv = q8_inv(s_blk[k][q]);
               const float x = nv[k][r];
-              const float y = q8_state_y(x, inv, sgn[k] != 0);
-              const float* half = s_half[sgn[k]];
-              codes[k][i] = uint8_t(q8_state_code(half, sgn[k] != 0, q8_encode_search(half, y), x, y, inv,
-                                                  q8_uniform(q8_block_stream(stream[k], q8_bits(s_blk[k][q])),
-                                                             i & int64_t(block - 1))));
+              const bool sg = sgn[k] != 0;
+              const float y = q8_state_y(x, inv, sg);
+              const float u = q8_uniform(q8_block_stream(stream[k], q8_bits(s_blk[k][q])), i & int64_t(block - 1));
+              int rr = q8_seg_r(s_tab[sgn[k]], y, u);
+              if (rr < 0) {
+                const float* half = s_half[sgn[k]];
+                rr = q8_state_r(half, sg, q8_encode_search(half, y), y, u);
+              }
+              codes[k][i] = uint8_t(q8_state_finish(rr, sg, x, inv));
             }
           }
         }
