@@ -440,9 +440,10 @@ def test_closure_and_zero_grad():
     assert loss.item() > 0 and opt.state[p]["step"].item() == 1
 
 
-@pytest.mark.parametrize("isa", ["scalar", "avx2"])
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512-permute"])
 def test_every_cpu_isa_gives_the_same_bits(isa):
-    """The baseline and AVX2 kernels give bitwise the same result as the default ISA: fp32 states,
+    """The baseline and AVX2 kernels, and the AVX-512 kernels with the 8-bit decoder of CPUs without
+    VBMI (FUSEDOPT_Q8_DECODER=permute), give bitwise the same result as the default ISA: fp32 states,
     and 8-bit states (codes, absmax and params; the requantization has per-ISA SIMD bodies)."""
     code = (
         "import torch, fusedopt;"
@@ -461,16 +462,24 @@ def test_every_cpu_isa_gives_the_same_bits(isa):
     outs = []
     for cap in (isa, "avx512"):
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fo_isa_{cap}_{os.getpid()}.pt")
-        env = dict(os.environ, FUSEDOPT_CPU_ISA=cap)
+        env = dict(os.environ, FUSEDOPT_CPU_ISA=cap.split("-")[0])
+        env.pop("FUSEDOPT_Q8_DECODER", None)
+        if cap == "avx512-permute":
+            env["FUSEDOPT_Q8_DECODER"] = "permute"
         r = subprocess.run([sys.executable, "-c", code, path], env=env, capture_output=True, text=True, check=True)
         outs.append((r.stdout.strip(), torch.load(path)))
         os.remove(path)
     ran, decoder = outs[0][0].split()
-    assert ran == isa or ran == "scalar"
-    assert decoder == {"scalar": "scalar", "avx2": "avx2-gather"}[ran]  # build_info names the 8-bit decoder that ran
+    if isa == "avx512-permute":
+        if ran != "avx512":
+            pytest.skip(f"this CPU runs {ran}, not AVX-512")
+        assert decoder == "avx512-permute"  # the setting took effect
+    else:
+        assert ran == isa or ran == "scalar"
+        assert decoder == {"scalar": "scalar", "avx2": "avx2-gather"}[ran]  # build_info names the decoder that ran
     ran512, decoder512 = outs[1][0].split()
     if ran512 == "avx512":
-        assert decoder512 in ("avx512-vbmi", "avx512-gather")
+        assert decoder512 in ("avx512-vbmi", "avx512-permute")
     for a, b in zip(outs[0][1], outs[1][1]):
         assert torch.equal(a, b)
 

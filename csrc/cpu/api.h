@@ -1,6 +1,9 @@
 // Entry points of the CPU engine (torch-free). One kernel per rule per ISA;
 // cpu_kernel() picks the best ISA the running CPU supports, once.
 #pragma once
+#include <cstdlib>
+#include <cstring>
+
 #include "../core/launch.h"
 #include "../core/reduce.h"
 #include "../core/adafactor.h"
@@ -34,9 +37,23 @@ AdafactorKernel adafactor_kernel(Isa isa);
 Isa active_isa();           // what kernel() uses: best supported, capped by FUSEDOPT_CPU_ISA
 const char* isa_name(Isa);  // "scalar" | "avx2" | "avx512"
 // The 8-bit state decoder the active ISA runs on this CPU (q8_block.h): "avx512-vbmi" (byte
-// permutes, CPUs with AVX-512 VBMI), "avx512-gather" (AVX-512 without VBMI), "avx2-gather",
+// permutes, CPUs with AVX-512 VBMI), "avx512-permute" (AVX-512F permutes, without VBMI), "avx2-gather",
 // "scalar".
 const char* q8_decoder_name();
+// Whether the AVX-512 walk may use the VBMI decoder: the CPU has VBMI and FUSEDOPT_Q8_DECODER is not
+// "permute" (that setting runs the decoder of CPUs without VBMI here: for tests and benchmarks).
+inline bool q8_vbmi_enabled() {
+#if defined(__x86_64__)
+  static const bool on = [] {
+    __builtin_cpu_init();
+    const char* cap = std::getenv("FUSEDOPT_Q8_DECODER");
+    return __builtin_cpu_supports("avx512vbmi") && !(cap != nullptr && !std::strcmp(cap, "permute"));
+  }();
+  return on;
+#else
+  return false;
+#endif
+}
 bool openmp_enabled();
 
 // 8-bit codebooks for the CPU engine: {unsigned, signed}, with their bucket tables (built once).

@@ -63,7 +63,7 @@ Isa active_isa() {
 const char* q8_decoder_name() {
   switch (active_isa()) {
 #if defined(__x86_64__)
-    case Isa::Avx512: return __builtin_cpu_supports("avx512vbmi") ? "avx512-vbmi" : "avx512-gather";
+    case Isa::Avx512: return q8_vbmi_enabled() ? "avx512-vbmi" : "avx512-permute";
 #endif
     case Isa::Avx2: return "avx2-gather";
     default: return "scalar";

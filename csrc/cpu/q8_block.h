@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "../core/q8.h"
+#include "api.h"
 
 #if defined(FO_ISA_AVX512) || defined(FO_ISA_AVX2)
 #include <immintrin.h>
@@ -91,10 +92,7 @@ FO_Q8_VBMI inline void q8_decode_vbmi(const uint8_t* codes, int n, float scale, 
   }
 }
 
-inline bool q8_cpu_has_vbmi() {
-  static const bool has = __builtin_cpu_supports("avx512vbmi");
-  return has;
-}
+inline bool q8_cpu_has_vbmi() { return fusedopt::cpu::q8_vbmi_enabled(); }  // api.h (FUSEDOPT_Q8_DECODER)
 #endif
 
 inline void q8_block_decode(const uint8_t* codes, int n, float scale, const Q8Book& book, float* out) {
@@ -105,11 +103,23 @@ inline void q8_block_decode(const uint8_t* codes, int n, float scale, const Q8Bo
     j = n & ~63;
     q8_decode_vbmi(codes, j, scale, book.planes, out);
   }
-  {
+  if (j + 16 <= n) {
+    // AVX-512F without VBMI: the 256 values in 16 registers; per 16 codes, eight two-register permutes
+    // (vpermi2ps: the code's low 5 bits) and a blend tree on bits 5, 6 and 7 pick value[code] (no
+    // gather: on the 2-core EPYC a gather decoder made 8-bit AdamW 1.5x slower). Bit-identical.
+    __m512 tab[16];
+    for (int q = 0; q < 16; ++q) tab[q] = _mm512_loadu_ps(value + 16 * q);
     const __m512 vs = _mm512_set1_ps(scale);
+    const __m512i b5 = _mm512_set1_epi32(32), b6 = _mm512_set1_epi32(64), b7 = _mm512_set1_epi32(128);
     for (; j + 16 <= n; j += 16) {
       const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j)));
-      _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_i32gather_ps(idx, value, 4), vs));
+      __m512 c[8];
+      for (int q = 0; q < 8; ++q) c[q] = _mm512_permutex2var_ps(tab[2 * q], idx, tab[2 * q + 1]);
+      const __mmask16 m5 = _mm512_test_epi32_mask(idx, b5), m6 = _mm512_test_epi32_mask(idx, b6);
+      const __mmask16 m7 = _mm512_test_epi32_mask(idx, b7);
+      for (int q = 0; q < 4; ++q) c[q] = _mm512_mask_blend_ps(m5, c[2 * q], c[2 * q + 1]);
+      for (int q = 0; q < 2; ++q) c[q] = _mm512_mask_blend_ps(m6, c[2 * q], c[2 * q + 1]);
+      _mm512_storeu_ps(out + j, _mm512_mul_ps(_mm512_mask_blend_ps(m7, c[0], c[1]), vs));
     }
   }
 #elif defined(FO_ISA_AVX2)

@@ -66,7 +66,7 @@ __all__ += ["create_optimizer", "list_optimizers", "override", "CPUOffloadOptimi
 
 def build_info() -> dict:
     """Version, backends compiled, CUDA archs, the CPU SIMD level in use (`cpu_isa`) and the 8-bit state
-    decoder it runs on this CPU (`cpu_q8_decoder`: avx512-vbmi, avx512-gather, avx2-gather or scalar),
+    decoder it runs on this CPU (`cpu_q8_decoder`: avx512-vbmi, avx512-permute, avx2-gather or scalar),
     OpenMP."""
     import json
 
