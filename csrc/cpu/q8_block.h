@@ -308,30 +308,16 @@ inline void q8_block_encode_state(const float* v, int n, float inv, const Q8Book
     const __m256i byte_mask = _mm256_set1_epi32(0xff), low_mask = _mm256_set1_epi32(0xffff);
     const __m256i has_bit = _mm256_set1_epi32(1 << 24);
     const __m256i floor_r = _mm256_set1_epi32(!kSigned && inv > 0.0f ? 1 : 0);
-    __m256i w = _mm256_add_epi32(_mm256_set1_epi32(int32_t(stream + uint32_t(i0) * golden)),
-                                 _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                    _mm256_set1_epi32(int32_t(golden))));
+    const __m256i lane_w8 = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int32_t(golden)));
+    __m256i w = _mm256_add_epi32(_mm256_set1_epi32(int32_t(stream + uint32_t(i0) * golden)), lane_w8);
     const __m256i step8 = _mm256_set1_epi32(int32_t(8u * golden));
-    for (; j + 8 <= n; j += 8, w = _mm256_add_epi32(w, step8)) {
-      const __m256 x = _mm256_loadu_ps(v + j);
+    auto y8 = [&](__m256 x) {  // q8_state_y of 8 values
       __m256 xn = _mm256_mul_ps(x, vinv);
       xn = _mm256_and_ps(_mm256_cmp_ps(xn, xn, _CMP_ORD_Q), xn);  // NaN -> 0
       xn = _mm256_min_ps(one, _mm256_max_ps(vlo, xn));
-      const __m256i yb = _mm256_and_si256(_mm256_castps_si256(xn), abs_mask);
-      const __m256 y = _mm256_castsi256_ps(yb);
-      const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w, 9)), scale23);
-      const __m256i a = _mm256_min_epu32(_mm256_max_epu32(_mm256_srli_epi32(yb, 16), blo), bhi);
-      const __m256i e = _mm256_i32gather_epi32(hpacked, _mm256_sub_epi32(a, blo), 4);
-      const __m256i thr16 = _mm256_and_si256(_mm256_srli_epi32(e, 8), low_mask);
-      const __m256i has = _mm256_cmpeq_epi32(_mm256_and_si256(e, has_bit), has_bit);
-      const __m256i inc = _mm256_andnot_si256(_mm256_cmpgt_epi32(thr16, _mm256_and_si256(yb, low_mask)), has);
-      // compare masks are all ones (-1) where true: x + 1 is x - mask
-      const __m256i k = _mm256_min_epi32(_mm256_sub_epi32(_mm256_sub_epi32(_mm256_and_si256(e, byte_mask), inc), one_i), last_k);
-      const __m256 h0 = _mm256_i32gather_ps(half, k, 4);
-      const __m256 h1 = _mm256_i32gather_ps(half, _mm256_add_epi32(k, one_i), 4);
-      const __m256 thr = _mm256_add_ps(h0, _mm256_mul_ps(u, _mm256_sub_ps(h1, h0)));
-      __m256i r = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(thr, y, _CMP_LT_OQ)));
-      r = _mm256_blendv_epi8(r, top_r, _mm256_castps_si256(_mm256_cmp_ps(y, one, _CMP_GE_OQ)));
+      return _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(xn), abs_mask));
+    };
+    auto finish8 = [&](__m256 x, __m256i r, int j) {  // the sign and floor rules, store 8 codes
       if constexpr (kSigned) {
         const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, zero, _CMP_NEQ_OQ));  // false for NaN
         r = _mm256_blendv_epi8(r, _mm256_max_epi32(r, one_i), nz);
@@ -344,7 +330,74 @@ inline void q8_block_encode_state(const float* v, int n, float inv, const Q8Book
       // 0 <= r <= 255: both saturating packs are exact
       const __m128i r16 = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(r16, r16));
+    };
+    // the table path for 8 values at j (wv: their q8_uniform integers)
+    auto table8 = [&](int j, __m256i wv) {
+      const __m256 x = _mm256_loadu_ps(v + j);
+      const __m256 y = y8(x);
+      const __m256i yb = _mm256_castps_si256(y);
+      const __m256 u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(wv, 9)), scale23);
+      const __m256i a = _mm256_min_epu32(_mm256_max_epu32(_mm256_srli_epi32(yb, 16), blo), bhi);
+      const __m256i e = _mm256_i32gather_epi32(hpacked, _mm256_sub_epi32(a, blo), 4);
+      const __m256i thr16 = _mm256_and_si256(_mm256_srli_epi32(e, 8), low_mask);
+      const __m256i has = _mm256_cmpeq_epi32(_mm256_and_si256(e, has_bit), has_bit);
+      const __m256i inc = _mm256_andnot_si256(_mm256_cmpgt_epi32(thr16, _mm256_and_si256(yb, low_mask)), has);
+      // compare masks are all ones (-1) where true: x + 1 is x - mask
+      const __m256i k = _mm256_min_epi32(_mm256_sub_epi32(_mm256_sub_epi32(_mm256_and_si256(e, byte_mask), inc), one_i), last_k);
+      const __m256 h0 = _mm256_i32gather_ps(half, k, 4);
+      const __m256 h1 = _mm256_i32gather_ps(half, _mm256_add_epi32(k, one_i), 4);
+      const __m256 thr = _mm256_add_ps(h0, _mm256_mul_ps(u, _mm256_sub_ps(h1, h0)));
+      __m256i r = _mm256_sub_epi32(k, _mm256_castps_si256(_mm256_cmp_ps(thr, y, _CMP_LT_OQ)));
+      r = _mm256_blendv_epi8(r, top_r, _mm256_castps_si256(_mm256_cmp_ps(y, one, _CMP_GE_OQ)));
+      finish8(x, r, j);
+    };
+    if (book.seg != nullptr) {
+      // the segment form of the AVX-512 body (core/q8.h q8_seg_r), its 16- and 32-entry register
+      // lookups as 8-entry permutes blended on the index's bits 3 (and 4); vectors with a value within
+      // 4 eps of its threshold are redone by the table path after each run
+      const Q8Seg& sg = *book.seg;
+      __m256i first[4];
+      for (int q = 0; q < 4; ++q) first[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(sg.first + 8 * q));
+      const __m256 next0 = _mm256_load_ps(sg.next), next1 = _mm256_load_ps(sg.next + 8);
+      const __m256 va0 = _mm256_load_ps(sg.a), va1 = _mm256_load_ps(sg.a + 8);
+      const __m256 vc0 = _mm256_load_ps(sg.c), vc1 = _mm256_load_ps(sg.c + 8);
+      const __m256i e96 = _mm256_set1_epi32(96), one_bits = _mm256_set1_epi32(0x3f800000);
+      const __m256 margin = _mm256_set1_ps(4.0f * kQ8SegEps);
+      auto pick16 = [](__m256 t0, __m256 t1, __m256i s) {  // t[s & 15]
+        return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t0, s), _mm256_permutevar8x32_ps(t1, s),
+                                _mm256_castsi256_ps(_mm256_slli_epi32(s, 28)));
+      };
+      uint8_t near[kQ8MaxBlock / 8];
+      while (j + 8 <= n) {
+        const int j0 = j, end = n - j0 > kQ8MaxBlock ? j0 + kQ8MaxBlock : n;
+        for (; j + 8 <= end; j += 8, w = _mm256_add_epi32(w, step8)) {
+          const __m256 x = _mm256_loadu_ps(v + j);
+          const __m256 y = y8(x);
+          // binades below 2^-31 (0 included) are segment 0's: first[max(exponent, 96) & 31]
+          const __m256i ex = _mm256_max_epi32(_mm256_srli_epi32(_mm256_castps_si256(y), 23), e96);
+          const __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(ex, 28)), b4 = _mm256_castsi256_ps(_mm256_slli_epi32(ex, 27));
+          const __m256 f01 = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(first[0], ex)),
+                                              _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(first[1], ex)), b3);
+          const __m256 f23 = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_permutevar8x32_epi32(first[2], ex)),
+                                              _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(first[3], ex)), b3);
+          __m256i s = _mm256_castps_si256(_mm256_blendv_ps(f01, f23, b4));
+          for (int q = 0; q < kQ8SegCmp; ++q)  // s += y >= next[s & 15]
+            s = _mm256_sub_epi32(s, _mm256_castps_si256(_mm256_cmp_ps(y, pick16(next0, next1, s), _CMP_GE_OQ)));
+          // t - (1 + u) (t ~ index + 2 + 2 eps): r = its floor unless its fraction is under 4 eps
+          const __m256 one_u = _mm256_castsi256_ps(_mm256_or_si256(_mm256_srli_epi32(w, 9), one_bits));
+          const __m256 t = _mm256_sub_ps(_mm256_fmadd_ps(y, pick16(va0, va1, s), pick16(vc0, vc1, s)), one_u);
+          const __m256 fl = _mm256_round_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+          near[(j - j0) >> 3] = uint8_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(t, fl), margin, _CMP_LT_OQ)) != 0);
+          finish8(x, _mm256_cvttps_epi32(fl), j);
+        }
+        for (int q = 0; q < ((j - j0) >> 3); ++q)
+          if (near[q]) {
+            const int jq = j0 + 8 * q;
+            table8(jq, _mm256_add_epi32(_mm256_set1_epi32(int32_t(stream + uint32_t(i0 + jq) * golden)), lane_w8));
+          }
+      }
     }
+    for (; j + 8 <= n; j += 8, w = _mm256_add_epi32(w, step8)) table8(j, w);
   }
 #endif
   for (; j < n; ++j) {

@@ -5,9 +5,9 @@
 //   encode: the optimizer's stochastic rounding (q8_block_encode_state) against q8_state_code, for
 //           every 61st float bit pattern (both signs, through NaN and inf), every map value and its
 //           neighbours, at scales 1, 0.37 and 0, block lengths that leave SIMD tails, a new stream and
-//           element offset per block; both maps; the AVX-512 body with and without its segment
-//           table (core/q8.h q8_build_segments), and a check that the segment path, not its table
-//           fallback, encodes most values;
+//           element offset per block; both maps; the AVX-512 and AVX2 bodies with and without their
+//           segment table (core/q8.h q8_build_segments), and a check that the segment path, not its
+//           table fallback, encodes most values;
 //   decode: every code at every position of 0..4096-element blocks, at several scales; both maps;
 //   absmax: blocks with NaN, inf, -0.0 and tails.
 #if defined(FO_TEST_AVX512)
@@ -165,26 +165,20 @@ void check_decode(int s, bool with_planes) {
 TEST_CASE(encode_signed_equals_scalar) {
   if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
   check_encode(1, true);
-#if defined(FO_TEST_AVX512)
   check_encode(1, false);
-#endif
 }
 
 TEST_CASE(encode_unsigned_equals_scalar) {
   if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
   check_encode(0, true);
-#if defined(FO_TEST_AVX512)
   check_encode(0, false);
-#endif
 }
 
-#if defined(FO_TEST_AVX512)
 TEST_CASE(segment_encoder_runs) {
   if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
   check_segment_path_runs(0);
   check_segment_path_runs(1);
 }
-#endif
 
 TEST_CASE(decode_equals_scalar) {
   if (!isa_ok()) return (void)std::printf("  (this CPU lacks the ISA: nothing checked)\n");
