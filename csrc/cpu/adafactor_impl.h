@@ -257,7 +257,11 @@ void af_run_group(const AfArgs& a, int64_t t0, int64_t n) {
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
   {
     int64_t lo, hi;
+#ifdef _OPENMP
     static_block(nitems, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+#else
+    static_block(nitems, 1, 0, &lo, &hi);  // a build without OpenMP threads
+#endif
     for (int64_t i = hi - 1; i >= lo; --i) {
       const AfItem& it = items[i];
       af_item<kTorch, false, false, T, PP, SP>(tensors[it.t], ctx[it.t], it, gsign, &part[i], &ppart[i]);

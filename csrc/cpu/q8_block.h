@@ -106,7 +106,8 @@ inline void q8_block_decode(const uint8_t* codes, int n, float scale, const Q8Bo
   if (j + 16 <= n) {
     // AVX-512F without VBMI: the 256 values in 16 registers; per 16 codes, eight two-register permutes
     // (vpermi2ps: the code's low 5 bits) and a blend tree on bits 5, 6 and 7 pick value[code] (no
-    // gather: on the 2-core EPYC a gather decoder made 8-bit AdamW 1.5x slower). Bit-identical.
+    // gather: on the 2-core EPYC, 8-bit AdamW took 94-99 ms per GPT-2-small step with a gather here,
+    // 69 ms with these permutes). Bit-identical.
     __m512 tab[16];
     for (int q = 0; q < 16; ++q) tab[q] = _mm512_loadu_ps(value + 16 * q);
     const __m512 vs = _mm512_set1_ps(scale);

@@ -39,6 +39,7 @@
 #include "adafactor_plan.h"
 #include "api.h"
 #include "mta.cuh"
+#include "rowcol_piece.cuh"
 
 namespace fusedopt::cuda {
 namespace {
@@ -201,9 +202,9 @@ struct RowColPassArgs {
 };
 static_assert(sizeof(RowColPassArgs) <= kAfPassParamBytes, "rowcol_kernel's arguments outgrew launch_plan.h's budget");
 
-// One block per piece (row_block(C) rows of one matrix): warps take rows (lanes stride the columns,
-// a fixed shuffle tree), writing the row mean; threads take columns (the piece's rows in order),
-// writing fp64 column sums that factor_kernel folds. reduce.cu's row_col, term for term.
+// One block per piece (row_block(C) rows of one matrix): the row means into rm and the piece's fp64
+// column sums into its tensor's region of the workspace, by rowcol_piece (rowcol_piece.cuh), the body
+// of reduce.cu's row_col: the same sums in the same order.
 template <class PP>
 __global__ void __launch_bounds__(kAfPieces.bound)
     rowcol_kernel(const __grid_constant__ AfPieceMeta m, const RowColPassArgs q) {
@@ -214,29 +215,8 @@ __global__ void __launch_bounds__(kAfPieces.bound)
   const int64_t b = piece / s.per_mat, r0 = (piece % s.per_mat) * rb;
   const int64_t r1 = r0 + rb < Rn ? r0 + rb : Rn;
   const PP gp = make_plain<PP>(const_cast<void*>(s.g));
-  float* rm = const_cast<float*>(s.fl);
-  const double inv_c = 1.0 / double(Cn);
-  const int lane = int(threadIdx.x) % kWarp, warp = int(threadIdx.x) / kWarp;
-  constexpr int kWarps = kAfThreads / kWarp;
-  for (int64_t r = r0 + warp; r < r1; r += kWarps) {
-    const int64_t base = (b * Rn + r) * Cn;
-    double acc = 0.0;
-    for (int64_t c = lane; c < Cn; c += kWarp) {
-      const double x = double(gp.load(base + c));
-      acc += x * x + q.add;
-    }
-    for (int w = kWarp / 2; w > 0; w /= 2) acc += __shfl_down_sync(0xffffffffu, acc, w);
-    if (lane == 0) rm[b * Rn + r] = float(acc * inv_c);
-  }
-  double* out = q.cpart + s.rc_base + piece * Cn;
-  for (int64_t c = threadIdx.x; c < Cn; c += kAfThreads) {
-    double acc = 0.0;
-    for (int64_t r = r0; r < r1; ++r) {
-      const double x = double(gp.load((b * Rn + r) * Cn + c));
-      acc += x * x + q.add;
-    }
-    out[c] = acc;
-  }
+  rowcol_piece<kAfThreads, PP, true>(gp, b, r0, r1, Rn, Cn, q.add, 1.0 / double(Cn), const_cast<float*>(s.fl),
+                                     q.cpart + s.rc_base + piece * Cn);
 }
 
 // ---- AMP: grads divided by *grad_scale in place, before any pass reads them (core/adafactor.h) ---------

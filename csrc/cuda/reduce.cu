@@ -23,6 +23,7 @@
 
 #include "api.h"
 #include "mta.cuh"
+#include "rowcol_piece.cuh"
 
 namespace fusedopt::cuda {
 namespace {
@@ -207,31 +208,12 @@ struct RowColParams {
 };
 
 template <class S, bool kSquare>
-__device__ double rc_u(const S& s, int64_t i, double add) {
-  const double x = double(s.load(i));
-  if constexpr (kSquare) return x * x + add; else return x + add;
-}
-
-template <class S, bool kSquare>
 __global__ void __launch_bounds__(kRedPieces.bound) rowcol_piece_kernel(const RowColParams q) {
   const int64_t pc = int64_t(blockIdx.x);
   const int64_t b = pc / q.per_mat, r0 = (pc % q.per_mat) * q.rb;
   const int64_t r1 = r0 + q.rb < q.rows ? r0 + q.rb : q.rows;
   const S s = make_plain<S>(const_cast<void*>(q.data));
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  constexpr int kWarps = kRedThreads / 32;
-  for (int64_t r = r0 + warp; r < r1; r += kWarps) {
-    const int64_t base = (b * q.rows + r) * q.cols;
-    double acc = 0.0;
-    for (int64_t c = lane; c < q.cols; c += 32) acc += rc_u<S, kSquare>(s, base + c, q.add);
-    for (int w = 16; w > 0; w /= 2) acc += __shfl_down_sync(0xffffffffu, acc, w);
-    if (lane == 0) q.row_out[b * q.rows + r] = float(acc * q.inv_c);
-  }
-  for (int64_t c = threadIdx.x; c < q.cols; c += kRedThreads) {
-    double acc = 0.0;
-    for (int64_t r = r0; r < r1; ++r) acc += rc_u<S, kSquare>(s, (b * q.rows + r) * q.cols + c, q.add);
-    q.ws[pc * q.cols + c] = acc;
-  }
+  rowcol_piece<kRedThreads, S, kSquare>(s, b, r0, r1, q.rows, q.cols, q.add, q.inv_c, q.row_out, q.ws + pc * q.cols);
 }
 
 __global__ void __launch_bounds__(kRowColFill.bound) rowcol_cols_kernel(const RowColParams q, int64_t ncols) {
